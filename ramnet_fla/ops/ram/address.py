@@ -1,0 +1,80 @@
+"""K-hot addresses from factorised logits: product softmax and exact beam-search Top-K.
+
+An address over M = d_p ** U slots is one digit a_u in [0, d_p) per factor u; its flat index is
+sum_u a_u * d_p ** u (factor 0 least significant) and its log-probability is
+sum_u log_softmax(logits[u*d_p:(u+1)*d_p])[a_u]. The K most likely addresses are found exactly,
+without enumerating M, by a beam search over factors: keep the K best prefixes, extend each by
+the d_p digits of the next factor, keep the best K. A prefix outside the best K cannot complete
+into the Top-K, because the K better prefixes completed with its suffix beat it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ramnet_fla.ops.ram.backend import select_backend
+from ramnet_fla.ops.ram.common import check_address_args
+
+
+def factor_log_probs(logits: torch.Tensor, num_factors: int) -> torch.Tensor:
+    """Per-factor log-softmax. logits: [..., U*d_p] -> [..., U, d_p] in float32 (float64 stays)."""
+    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    return logits.to(dtype).unflatten(-1, (num_factors, -1)).log_softmax(-1)
+
+
+@torch.no_grad()
+def beam_topk(log_probs: torch.Tensor, topk: int) -> torch.Tensor:
+    """Flat indices [..., K] of the K most likely addresses, best first. log_probs: [..., U, d_p]."""
+    *lead, num_factors, factor_dim = log_probs.shape
+    digits = torch.arange(factor_dim, device=log_probs.device)
+    beam_score = log_probs.new_zeros(*lead, 1)              # [..., b], b = beam width so far
+    beam_index = torch.zeros(*lead, 1, dtype=torch.long, device=log_probs.device)
+    for u in range(num_factors):
+        score = (beam_score[..., :, None] + log_probs[..., u, None, :]).flatten(-2)             # [..., b*d_p]
+        index = (beam_index[..., :, None] + digits * factor_dim ** u).flatten(-2)
+        width = min(topk, score.shape[-1])
+        beam_score, best = score.topk(width, dim=-1)
+        beam_index = index.gather(-1, best)
+    return beam_index
+
+
+def gather_log_probs(log_probs: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """log w(a) for flat indices [..., K], summed factor by factor. log_probs: [..., U, d_p]."""
+    num_factors, factor_dim = log_probs.shape[-2:]
+    total = None
+    for u in range(num_factors):
+        digit = torch.div(indices, factor_dim ** u, rounding_mode='floor') % factor_dim
+        term = log_probs[..., u, :].gather(-1, digit)
+        total = term if total is None else total + term
+    return total
+
+
+def ram_address_torch(logits: torch.Tensor, num_factors: int, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    log_probs = factor_log_probs(logits, num_factors)
+    indices = beam_topk(log_probs.detach(), topk)
+    return indices, gather_log_probs(log_probs, indices)
+
+
+def ram_address(logits: torch.Tensor, num_factors: int, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-K addresses of the product softmax over M = d_p ** U slots.
+
+    Args:
+        logits: [..., U*d_p] factor logits (any leading dims, e.g. [B, T, H, U*d_p]).
+        num_factors: U.
+        topk: K <= M.
+
+    Returns:
+        indices: [..., K] int64 flat slot indices, sorted by descending log-probability.
+        log_probs: [..., K] float32 (float64 for float64 logits), differentiable w.r.t. `logits`.
+    """
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"`logits` must be a torch.Tensor [..., U*d_p], got {type(logits).__name__}")
+    if logits.ndim < 1:
+        raise ValueError("`logits` must have at least one dim [..., U*d_p]")
+    if not logits.dtype.is_floating_point:
+        raise TypeError(f"`logits` must be floating point, got {logits.dtype}")
+    check_address_args(logits.shape[-1], num_factors, topk)
+    if select_backend(logits) == 'triton':
+        from ramnet_fla.ops.ram.triton.address import ram_address_triton
+        return ram_address_triton(logits, num_factors, topk)
+    return ram_address_torch(logits, num_factors, topk)

@@ -1,0 +1,24 @@
+"""Which implementation a RAM-Net op runs: Triton kernels for CUDA tensors, PyTorch otherwise.
+
+`RAMNET_FLA_BACKEND=torch` or `=triton` forces one (read at every call, so tests can switch it).
+Forcing `triton` on CPU tensors runs the kernels under `TRITON_INTERPRET=1`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+BACKENDS = ('torch', 'triton')
+ENV_VAR = 'RAMNET_FLA_BACKEND'
+
+
+def select_backend(x: torch.Tensor) -> str:
+    """'triton' or 'torch' for an op whose inputs live where `x` lives."""
+    forced = os.environ.get(ENV_VAR, '').strip().lower()
+    if forced:
+        if forced not in BACKENDS:
+            raise ValueError(f"{ENV_VAR} must be one of {BACKENDS}, got {forced!r}")
+        return forced
+    return 'triton' if x.is_cuda else 'torch'

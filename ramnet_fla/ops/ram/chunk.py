@@ -1,0 +1,245 @@
+"""Parallel RAM-Net for training and prefill: `chunk_ram`.
+
+PyTorch path ("slot chains", the segment batching of the paper): every write event (token t,
+head h, j-th of K) touches one slot, and a slot's history only depends on the writes to that slot.
+So the write events are sorted by (head, slot, time); each slot's writes become one contiguous
+chain S_e = lambda_e * S_{e-1} + w_e * [v_e, 1] (the mass z rides along as value column V), which
+`affine_scan` evaluates for all chains at once in log2(longest chain) steps. A read (t, h, k)
+finds its slot's latest write at or before t by binary search and reads that chain element, or
+the initial state when the slot was not written yet. Work and activations are O(B*T*H*K*V) and
+independent of M; the M x V table is touched only to read an initial state or build a final one.
+
+The backward pass runs the adjoint chain scan in reverse; no decay is ever divided out.
+CUDA tensors take the Triton kernels instead (`RAMNET_FLA_BACKEND` overrides, see backend.py).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ramnet_fla.ops.ram.address import ram_address_torch
+from ramnet_fla.ops.ram.backend import select_backend
+from ramnet_fla.ops.ram.common import (
+    READ_EPS,
+    WEIGHT_CLAMP,
+    RAMShape,
+    cape_shift,
+    check_ram_inputs,
+    compute_dtype,
+    final_positions,
+    pdma_decay,
+    token_layout,
+)
+from ramnet_fla.ops.ram.scan import affine_scan, reverse_affine_scan
+from ramnet_fla.ops.ram.state import RAMState
+
+
+class SlotChainFunction(torch.autograd.Function):
+    """Sparse read/write with PDMA over flattened tokens, given the chosen slots.
+
+    Differentiable inputs (compute dtype, tokens flattened to Ntok = B*T):
+        read_weight, write_weight: [Ntok, H, K]; v: [Ntok, H, V]; gamma: [Ntok, H];
+        memory0: [N, H, M, V] or None; mass0: [N, H, M] or None.
+    Constant inputs: read_slot, write_slot [Ntok, H, K] int64 (after CAPE); sequence_ids [Ntok].
+    Returns o [Ntok, H, V] and, if asked, the final memory [N, H, M, V] and mass [N, H, M].
+    """
+
+    @staticmethod
+    def forward(ctx, read_weight, write_weight, v, gamma, memory0, mass0,
+                read_slot, write_slot, sequence_ids, num_sequences, num_slots, output_final_state):
+        num_tokens, H, K = write_slot.shape
+        V, M, N = v.shape[-1], num_slots, num_sequences
+        device, dtype = v.device, v.dtype
+        if H * M * max(num_tokens, 1) >= 2 ** 62:
+            raise ValueError(f"too many tokens x heads x slots for 64-bit event keys: {num_tokens} x {H} x {M}")
+        has_initial = memory0 is not None
+
+        # ---- sort the write events by (head, slot, time): each slot's writes become one chain ----
+        token = torch.arange(num_tokens, device=device)[:, None, None]
+        head = torch.arange(H, device=device)[None, :, None]
+        write_key = ((head * M + write_slot) * num_tokens + token).flatten()          # [E]
+        sorted_key, order = write_key.sort()
+        ev_token = torch.div(order, H * K, rounding_mode='floor')
+        ev_head = torch.div(order, K, rounding_mode='floor') % H
+        ev_seq = sequence_ids[ev_token]
+        ev_slot_key = torch.div(sorted_key, num_tokens, rounding_mode='floor')          # head * M + slot
+        ev_row = ev_seq * (H * M) + ev_slot_key                                         # row of [N*H*M]
+        chain_start = torch.ones_like(order, dtype=torch.bool)
+        chain_start[1:] = ev_row[1:] != ev_row[:-1]
+
+        ev_weight = write_weight.flatten()[order]
+        ev_retain = pdma_decay(ev_weight, gamma[ev_token, ev_head])
+        ev_value = torch.cat([v[ev_token, ev_head], v.new_ones(order.shape[0], 1)], dim=1)   # [E, V+1]
+        increment = ev_weight[:, None] * ev_value
+        if has_initial:
+            table0 = torch.cat([memory0.reshape(N * H * M, V), mass0.reshape(N * H * M, 1)], dim=1)
+            starts = chain_start.nonzero().squeeze(1)
+            increment[starts] += ev_retain[starts, None] * table0[ev_row[starts]]
+        chained = affine_scan(ev_retain.masked_fill(chain_start, 0), increment)          # [E, V+1]
+
+        # ---- reads: the slot's latest write at or before t, else the initial state ----
+        read_key = ((head * M + read_slot) * num_tokens + token).flatten()             # [E]
+        read_seq = sequence_ids[:, None, None].expand(num_tokens, H, K).flatten()
+        read_row = read_seq * (H * M) + torch.div(read_key, num_tokens, rounding_mode='floor')
+        hit = torch.searchsorted(sorted_key, read_key, right=True) - 1
+        hit_safe = hit.clamp(min=0)
+        found = (hit >= 0) & (ev_row[hit_safe] == read_row)
+        read_value = torch.where(found[:, None], chained[hit_safe], 0.0)
+        if has_initial:
+            missed = (~found).nonzero().squeeze(1)
+            read_value[missed] = table0[read_row[missed]]
+        denominator = read_value[:, V] + READ_EPS
+        o = torch.einsum('thk,thkv->thv', read_weight,
+                         (read_value[:, :V] / denominator[:, None]).view(num_tokens, H, K, V))
+
+        memory = mass = None
+        if output_final_state:
+            chain_end = torch.ones_like(chain_start)
+            chain_end[:-1] = chain_start[1:]
+            ends = chain_end.nonzero().squeeze(1)
+            table = table0.clone() if has_initial else v.new_zeros(N * H * M, V + 1)
+            table[ev_row[ends]] = chained[ends]
+            memory, mass = table[:, :V].reshape(N, H, M, V), table[:, V].reshape(N, H, M)
+
+        ctx.save_for_backward(read_weight, gamma, memory0, mass0, order, ev_token, ev_head, ev_row, chain_start,
+                              ev_weight, ev_retain, ev_value, chained, hit_safe, found, read_row, read_value)
+        ctx.sizes = (num_tokens, H, K, V, M, N)
+        return o, memory, mass
+
+    @staticmethod
+    def backward(ctx, grad_o, grad_memory, grad_mass):
+        (read_weight, gamma, memory0, mass0, order, ev_token, ev_head, ev_row, chain_start,
+         ev_weight, ev_retain, ev_value, chained, hit, found, read_row, read_value) = ctx.saved_tensors
+        num_tokens, H, K, V, M, N = ctx.sizes
+        has_initial = memory0 is not None
+        dtype = chained.dtype
+
+        # ---- through the reads: o = sum_k r_k * num_k / (den_k + eps) ----
+        grad_o = grad_o.to(dtype)
+        r = read_weight.flatten()
+        denominator = read_value[:, V] + READ_EPS
+        grad_o_ev = grad_o[:, :, None, :].expand(num_tokens, H, K, V).reshape(-1, V)   # [E, V]
+        dot = (grad_o_ev * read_value[:, :V]).sum(1)
+        grad_read_weight = (dot / denominator).view(num_tokens, H, K)
+        grad_read_value = torch.cat([grad_o_ev * (r / denominator)[:, None],
+                                     (-r * dot / denominator ** 2)[:, None]], dim=1)   # [E, V+1]
+
+        # ---- into the chains: direct gradient of every chain element, then the reverse scan ----
+        direct = torch.zeros_like(chained)
+        direct.index_add_(0, hit[found], grad_read_value[found])
+        grad_table = None
+        if grad_memory is not None or grad_mass is not None:
+            grad_table = chained.new_zeros(N * H * M, V + 1)
+            if grad_memory is not None:
+                grad_table[:, :V] = grad_memory.reshape(N * H * M, V)
+            if grad_mass is not None:
+                grad_table[:, V] = grad_mass.reshape(N * H * M)
+            chain_end = torch.ones_like(chain_start)
+            chain_end[:-1] = chain_start[1:]
+            direct[chain_end] += grad_table[ev_row[chain_end]]
+        next_retain = torch.zeros_like(ev_retain)
+        next_retain[:-1] = ev_retain[1:].masked_fill(chain_start[1:], 0)
+        grad_chained = reverse_affine_scan(next_retain, direct)                           # [E, V+1]
+
+        # state of each slot just before each write: the previous chain element, or the initial state
+        previous = torch.zeros_like(chained)
+        previous[1:] = chained[:-1]
+        starts = chain_start.nonzero().squeeze(1)
+        if has_initial:
+            table0 = torch.cat([memory0.reshape(N * H * M, V), mass0.reshape(N * H * M, 1)], dim=1)
+            previous[starts] = table0[ev_row[starts]]
+        else:
+            previous[starts] = 0
+
+        # ---- to the write weights, decays, values ----
+        grad_retain = (grad_chained * previous).sum(1)
+        clamped = ev_weight.clamp(max=WEIGHT_CLAMP)
+        ev_gamma = gamma[ev_token, ev_head]
+        grad_weight = (grad_chained * ev_value).sum(1)
+        grad_weight -= torch.where(ev_weight < WEIGHT_CLAMP, grad_retain * ev_retain * ev_gamma / (1 - clamped), 0.0)
+        grad_gamma_ev = grad_retain * ev_retain * torch.log1p(-clamped)
+        grad_write_weight = torch.empty_like(grad_weight)
+        grad_write_weight[order] = grad_weight
+        token_head = ev_token * H + ev_head
+        grad_v = grad_chained.new_zeros(num_tokens * H, V).index_add_(
+            0, token_head, ev_weight[:, None] * grad_chained[:, :V])
+        grad_gamma = grad_chained.new_zeros(num_tokens * H).index_add_(0, token_head, grad_gamma_ev)
+
+        # ---- to the initial state: untouched slots pass the final-state gradient straight through ----
+        grad_memory0 = grad_mass0 = None
+        if has_initial:
+            grad_table0 = grad_table.clone() if grad_table is not None else chained.new_zeros(N * H * M, V + 1)
+            grad_table0[ev_row[starts]] = ev_retain[starts, None] * grad_chained[starts]
+            grad_table0.index_add_(0, read_row[~found], grad_read_value[~found])
+            grad_memory0 = grad_table0[:, :V].reshape(N, H, M, V)
+            grad_mass0 = grad_table0[:, V].reshape(N, H, M)
+
+        return (grad_read_weight, grad_write_weight.view(num_tokens, H, K), grad_v.view(num_tokens, H, V),
+                grad_gamma.view(num_tokens, H), grad_memory0, grad_mass0,
+                None, None, None, None, None, None)
+
+
+def chunk_ram_torch(q, k, v, gamma, shape: RAMShape, cape_heads, initial_state, output_final_state, cu_seqlens):
+    """The PyTorch path of `chunk_ram` on checked arguments (see `chunk_ram`)."""
+    B, T, H, V, M, N = shape.batch, shape.seq_len, shape.num_heads, shape.value_dim, shape.num_slots, shape.num_sequences
+    dtype = compute_dtype(q, k, v, gamma, *(initial_state or ()))
+    device = q.device
+    sequence_ids, positions = token_layout(shape, cu_seqlens, device)
+    start = initial_state.position.long() if initial_state is not None else torch.zeros(N, dtype=torch.long, device=device)
+    absolute = positions + start[sequence_ids]                                      # [B*T]
+
+    read_index, read_log_prob = ram_address_torch(q.flatten(0, 1), shape.num_factors, shape.topk)    # [B*T, H, K]
+    write_index, write_log_prob = ram_address_torch(k.flatten(0, 1), shape.num_factors, shape.topk)
+    read_slot = cape_shift(read_index, absolute, cape_heads, M)
+    write_slot = cape_shift(write_index, absolute, cape_heads, M)
+
+    memory0 = mass0 = None
+    if initial_state is not None:
+        memory0, mass0 = initial_state.memory.to(dtype), initial_state.mass.to(dtype)
+    o, memory, mass = SlotChainFunction.apply(
+        read_log_prob.exp().to(dtype), write_log_prob.exp().to(dtype),
+        v.flatten(0, 1).to(dtype), gamma.flatten(0, 1).to(dtype), memory0, mass0,
+        read_slot, write_slot, sequence_ids, N, M, output_final_state,
+    )
+    o = o.view(B, T, H, V).to(v.dtype)
+    if not output_final_state:
+        return o, None
+    return o, RAMState(memory, mass, final_positions(shape, cu_seqlens, start))
+
+
+def chunk_ram(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    gamma: torch.Tensor,
+    num_factors: int,
+    topk: int,
+    cape: bool | list[bool] = False,
+    initial_state: RAMState | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: torch.LongTensor | None = None,
+) -> tuple[torch.Tensor, RAMState | None]:
+    """RAM-Net over whole sequences in parallel (training and prefill).
+
+    Args:
+        q: [B, T, H, U*d_p] read logits.
+        k: [B, T, H, U*d_p] write logits.
+        v: [B, T, H, V] values.
+        gamma: [B, T, H] PDMA decay exponents (>= 0).
+        num_factors: U; M = d_p ** U slots per head.
+        topk: K slots read and written per token.
+        cape: CAPE on every head (bool) or per head ([H] bools).
+        initial_state: RAMState with memory [N, H, M, V], mass [N, H, M], position [N].
+        output_final_state: return the state after the last token (a new table; the initial one is
+            not modified).
+        cu_seqlens: [N+1] offsets of packed sequences (then B == 1); positions restart at 0 (plus the
+            initial state's position) for every sequence.
+
+    Returns:
+        o: [B, T, H, V] in v's dtype; the final RAMState (float32) or None.
+    """
+    shape, cape_heads, state = check_ram_inputs(q, k, v, gamma, num_factors, topk, cape, initial_state, cu_seqlens)
+    if select_backend(q) == 'triton':
+        from ramnet_fla.ops.ram.triton.chunk import chunk_ram_triton
+        return chunk_ram_triton(q, k, v, gamma, shape, cape_heads, state, output_final_state, cu_seqlens)
+    return chunk_ram_torch(q, k, v, gamma, shape, cape_heads, state, output_final_state, cu_seqlens)

@@ -1,0 +1,96 @@
+"""The readable reference of the RAM-Net op: one token at a time, straight from the paper.
+
+Slow (it copies the slot table at every token) and exact; every fast path is tested against it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ramnet_fla.ops.ram.address import ram_address_torch
+from ramnet_fla.ops.ram.common import READ_EPS, cape_shift, check_ram_inputs, compute_dtype, final_positions, pdma_decay
+from ramnet_fla.ops.ram.state import RAMState
+
+
+def naive_recurrent_ram(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    gamma: torch.Tensor,
+    num_factors: int,
+    topk: int,
+    cape: bool | list[bool] = False,
+    initial_state: RAMState | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: torch.LongTensor | None = None,
+) -> tuple[torch.Tensor, RAMState | None]:
+    """RAM-Net read/write over a sequence, token by token.
+
+    Args:
+        q: [B, T, H, U*d_p] read logits.
+        k: [B, T, H, U*d_p] write logits.
+        v: [B, T, H, V] values.
+        gamma: [B, T, H] PDMA decay exponents (>= 0).
+        num_factors: U; M = d_p ** U slots per head.
+        topk: K slots read and written per token.
+        cape: CAPE on every head (bool) or per head ([H] bools).
+        initial_state: RAMState with memory [N, H, M, V], mass [N, H, M], position [N].
+        output_final_state: return the state after the last token.
+        cu_seqlens: [N+1] offsets of packed sequences (then B == 1).
+
+    Returns:
+        o: [B, T, H, V] in v's dtype; the final RAMState or None.
+    """
+    shape, cape_heads, state = check_ram_inputs(q, k, v, gamma, num_factors, topk, cape, initial_state, cu_seqlens)
+    B, T, H, V, K, M = shape.batch, shape.seq_len, shape.num_heads, shape.value_dim, shape.topk, shape.num_slots
+    dtype = compute_dtype(q, k, v, gamma, *(state or ()))
+    device, out_dtype = q.device, v.dtype
+
+    # Flatten the batch into one stream of tokens; each sequence is a [bos, eos) range of it.
+    q, k, v, gamma = (x.flatten(0, 1) for x in (q, k, v, gamma))      # [B*T, H, ...]
+    if cu_seqlens is None:
+        bounds = [(b * T, (b + 1) * T) for b in range(B)]
+    else:
+        offsets = cu_seqlens.tolist()
+        bounds = list(zip(offsets[:-1], offsets[1:]))
+
+    read_index, read_log_prob = ram_address_torch(q, num_factors, topk)      # [B*T, H, K]
+    write_index, write_log_prob = ram_address_torch(k, num_factors, topk)
+    read_weight, write_weight = read_log_prob.exp().to(dtype), write_log_prob.exp().to(dtype)
+    v, gamma = v.to(dtype), gamma.to(dtype)
+
+    outputs = []
+    memories, masses = [], []
+    for n, (bos, eos) in enumerate(bounds):
+        if state is None:
+            memory = torch.zeros(H, M, V, dtype=dtype, device=device)     # S
+            mass = torch.zeros(H, M, dtype=dtype, device=device)          # z
+            start = 0
+        else:
+            memory, mass, start = state.memory[n].to(dtype), state.mass[n].to(dtype), state.position[n]
+        for t in range(bos, eos):
+            position = torch.as_tensor(start + (t - bos), device=device)
+            w_slot = cape_shift(write_index[t], position, cape_heads, M)      # [H, K]
+            r_slot = cape_shift(read_index[t], position, cape_heads, M)
+            w, r = write_weight[t], read_weight[t]                            # [H, K]
+
+            # PDMA write: S[a] <- lambda S[a] + w v,  z[a] <- lambda z[a] + w, only at the K slots.
+            retain = pdma_decay(w, gamma[t][:, None])                         # [H, K]
+            w_rows = w_slot[..., None].expand(H, K, V)
+            memory = memory.scatter(1, w_rows, retain[..., None] * memory.gather(1, w_rows) + w[..., None] * v[t][:, None])
+            mass = mass.scatter(1, w_slot, retain * mass.gather(1, w_slot) + w)
+
+            # Read after the write: o = sum_k r_k S[a_k] / (z[a_k] + eps).
+            r_rows = r_slot[..., None].expand(H, K, V)
+            value = memory.gather(1, r_rows) / (mass.gather(1, r_slot)[..., None] + READ_EPS)   # [H, K, V]
+            outputs.append((r[..., None] * value).sum(1))                                    # [H, V]
+        memories.append(memory)
+        masses.append(mass)
+
+    o = torch.stack(outputs) if outputs else v.new_zeros(0, H, V)
+    o = o.reshape(B, T, H, V).to(out_dtype)
+    final_state = None
+    if output_final_state:
+        start = state.position.long() if state is not None else torch.zeros(shape.num_sequences, dtype=torch.long, device=device)
+        final_state = RAMState(torch.stack(memories), torch.stack(masses), final_positions(shape, cu_seqlens, start))
+    return o, final_state
