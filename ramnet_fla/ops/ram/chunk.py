@@ -188,8 +188,9 @@ def chunk_ram_torch(q, k, v, gamma, shape: RAMShape, cape_heads, initial_state, 
     start = initial_state.position.long() if initial_state is not None else torch.zeros(N, dtype=torch.long, device=device)
     absolute = positions + start[sequence_ids]                                      # [B*T]
 
-    read_index, read_log_prob = ram_address_torch(q.flatten(0, 1), shape.num_factors, shape.topk)    # [B*T, H, K]
-    write_index, write_log_prob = ram_address_torch(k.flatten(0, 1), shape.num_factors, shape.topk)
+    # both address sets in one beam search: [2, B*T, H, K]
+    (read_index, write_index), (read_log_prob, write_log_prob) = ram_address_torch(
+        torch.stack([q, k]).flatten(1, 2), shape.num_factors, shape.topk)
     read_slot = cape_shift(read_index, absolute, cape_heads, M)
     write_slot = cape_shift(write_index, absolute, cape_heads, M)
 

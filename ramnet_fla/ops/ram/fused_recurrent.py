@@ -71,8 +71,8 @@ def fused_recurrent_ram_torch_inplace(q, k, v, gamma, shape: RAMShape, cape_head
     sequence_ids, positions = token_layout(shape, cu_seqlens, device)
     start = state.position.clone()
     absolute = positions + start[sequence_ids]
-    read_index, read_log_prob = ram_address_torch(q.flatten(0, 1), shape.num_factors, K)       # [Ntok, H, K]
-    write_index, write_log_prob = ram_address_torch(k.flatten(0, 1), shape.num_factors, K)
+    (read_index, write_index), (read_log_prob, write_log_prob) = ram_address_torch(
+        torch.stack([q, k]).flatten(1, 2), shape.num_factors, K)                                # [2, Ntok, H, K]
     base = (sequence_ids[:, None] * H + torch.arange(H, device=device)) * M                      # [Ntok, H]
     read_row = base[..., None] + cape_shift(read_index, absolute, cape_heads, M)
     write_row = base[..., None] + cape_shift(write_index, absolute, cape_heads, M)
