@@ -12,6 +12,9 @@ import sys
 
 COMMAND_MODULES = (
     'ramnet_fla.demo',
+    'ramnet_fla.cli_mixers',
+    'ramnet_fla.cli_state_size',
+    'ramnet_fla.mqar.command',
 )
 
 

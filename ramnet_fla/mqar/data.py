@@ -15,7 +15,8 @@ One example of length T with D key/value pairs:
 - the model must predict, at a query's position, the value that followed that key.
 
 Training and test sets are drawn from disjoint random streams (`split_seed`), so a seed never
-yields the same examples for both.
+yields the same examples for both; the first n examples of a stream do not depend on how many are
+drawn.
 """
 
 from __future__ import annotations
@@ -135,6 +136,6 @@ def generate_mqar(task: MQARTask, num_examples: int, seed: int, split: str = 'tr
     if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 1:
         raise ValueError(f"`num_examples` must be an int >= 1, got {num_examples!r}")
     generator = torch.Generator().manual_seed(split_seed(seed, split))
-    chunks = [_generate_chunk(task, min(_CHUNK, num_examples - start), generator)
-              for start in range(0, num_examples, _CHUNK)]
-    return torch.cat([c[0] for c in chunks]), torch.cat([c[1] for c in chunks])
+    # whole chunks only, so the first n examples never depend on how many were asked for
+    chunks = [_generate_chunk(task, _CHUNK, generator) for _ in range(0, num_examples, _CHUNK)]
+    return torch.cat([c[0] for c in chunks])[:num_examples], torch.cat([c[1] for c in chunks])[:num_examples]

@@ -50,7 +50,7 @@ def make_state(
 ) -> RAMState:
     """A random non-zero RAMState: memory ~ N(0, 1), mass in (0.5, 1.5), the given positions."""
     generator = torch.Generator().manual_seed(seed)
-    memory = torch.randn(num_sequences, num_heads, num_slots, value_dim, generator=generator, dtype=dtype)
+    memory = torch.randn(num_sequences, num_heads, num_slots, value_dim, generator=generator).to(dtype)
     mass = (torch.rand(num_sequences, num_heads, num_slots, generator=generator) + 0.5).to(dtype)
     if positions is None:
         positions = [0] * num_sequences
@@ -173,3 +173,75 @@ class poison_uninitialized:
         torch.use_deterministic_algorithms(self._enabled, warn_only=self._warn_only)
         torch.utils.deterministic.fill_uninitialized_memory = self._fill
         return False
+
+
+class Case:
+    """One comparison setting: sizes, CAPE heads, an optional initial state and optional packing."""
+
+    def __init__(self, batch=2, seq_len=9, num_heads=2, num_factors=3, factor_dim=4, value_dim=8, topk=4,
+                 cape=False, positions=None, cu_seqlens=None, seed=0):
+        self.batch, self.seq_len, self.num_heads = batch, seq_len, num_heads
+        self.num_factors, self.factor_dim, self.value_dim, self.topk = num_factors, factor_dim, value_dim, topk
+        self.cape, self.positions, self.cu_seqlens, self.seed = cape, positions, cu_seqlens, seed
+        if cu_seqlens is not None:
+            self.batch, self.seq_len = 1, cu_seqlens[-1]
+        self.num_sequences = len(cu_seqlens) - 1 if cu_seqlens is not None else self.batch
+        self.num_slots = factor_dim ** num_factors
+
+    def inputs(self, dtype=torch.float32, requires_grad=False):
+        """(q, k, v, gamma, kwargs) with a fresh initial state (float32) when the case has positions."""
+        q, k, v, gamma = make_inputs(self.batch, self.seq_len, self.num_heads, self.num_factors, self.factor_dim,
+                                     self.value_dim, dtype=dtype, requires_grad=requires_grad, seed=self.seed)
+        state_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+        state = None
+        if self.positions is not None:
+            state = make_state(self.num_sequences, self.num_heads, self.num_slots, self.value_dim,
+                               positions=self.positions, dtype=state_dtype, requires_grad=requires_grad,
+                               seed=self.seed + 1)
+        cu_seqlens = torch.tensor(self.cu_seqlens) if self.cu_seqlens is not None else None
+        kwargs = dict(cape=self.cape, initial_state=state, cu_seqlens=cu_seqlens)
+        return q, k, v, gamma, kwargs
+
+
+def compare_cases():
+    import pytest
+    return [
+        pytest.param(Case(num_factors=1, factor_dim=6, value_dim=8, topk=2), id='U1'),
+        pytest.param(Case(seq_len=10, num_factors=4, factor_dim=2, value_dim=4, topk=3), id='dp2'),
+        pytest.param(Case(seq_len=8, num_factors=2, factor_dim=3, value_dim=4, topk=9), id='K=M'),
+        pytest.param(Case(batch=3, seq_len=1, topk=4), id='T1'),
+        pytest.param(Case(seq_len=157, value_dim=16, topk=4, cape=[True, False], seed=4), id='T157-odd'),
+        pytest.param(Case(seq_len=40, num_factors=2, factor_dim=2, value_dim=3, topk=2, seed=5), id='M4-long-chains'),
+        pytest.param(Case(seq_len=13, num_heads=8, num_factors=3, factor_dim=3, topk=3, seed=6,
+                          cape=[True, False, False, True, True, False, True, False]), id='H8-mixed-cape'),
+        pytest.param(Case(batch=1, seq_len=12, num_heads=3, num_factors=2, factor_dim=5, value_dim=13, topk=5,
+                          seed=7), id='V13'),
+        pytest.param(Case(seq_len=20, num_factors=5, factor_dim=4, topk=8, cape=[False, True], seed=8), id='M1024-K8'),
+        pytest.param(Case(seq_len=11, cape=[True, False], positions=[7, 130], seed=9), id='initial-state'),
+        pytest.param(Case(cu_seqlens=[0, 5, 5, 12, 21], num_heads=3, cape=[True, False, True],
+                          positions=[2, 0, 40, 7], seed=10), id='packed-empty-seq'),
+    ]
+
+
+def loss_of(o, final, seed=123):
+    """A scalar that depends on o and on the final state (memory and mass), with fixed random weights."""
+    generator = torch.Generator().manual_seed(seed)
+    loss = (o.float() * torch.randn(o.shape, generator=generator)).sum()
+    if final is not None:
+        loss = loss + (final.memory.float() * torch.randn(final.memory.shape, generator=generator)).sum()
+        loss = loss + (final.mass.float() * torch.randn(final.mass.shape, generator=generator)).sum()
+    return loss
+
+
+def outputs_and_grads(op, case, dtype=torch.float32):
+    """Run `op` on the case's inputs; return {name: tensor} for o, the final state and every gradient."""
+    q, k, v, gamma, kwargs = case.inputs(dtype=dtype, requires_grad=True)
+    state = kwargs['initial_state']
+    o, final = op(q, k, v, gamma, case.num_factors, case.topk, output_final_state=True, **kwargs)
+    leaves = {'q': q, 'k': k, 'v': v, 'gamma': gamma}
+    if state is not None:
+        leaves.update(memory0=state.memory, mass0=state.mass)
+    grads = torch.autograd.grad(loss_of(o, final), list(leaves.values()))
+    result = {'o': o, 'memory': final.memory, 'mass': final.mass, 'position': final.position}
+    result.update({f'd{name}': grad for name, grad in zip(leaves, grads)})
+    return result

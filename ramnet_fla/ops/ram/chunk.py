@@ -187,6 +187,12 @@ def chunk_ram_torch(q, k, v, gamma, shape: RAMShape, cape_heads, initial_state, 
     sequence_ids, positions = token_layout(shape, cu_seqlens, device)
     start = initial_state.position.long() if initial_state is not None else torch.zeros(N, dtype=torch.long, device=device)
     absolute = positions + start[sequence_ids]                                      # [B*T]
+    if B * T == 0:                                                                   # nothing to read or write
+        o = v.new_zeros(B, T, H, V)
+        if not output_final_state:
+            return o, None
+        state = initial_state.clone() if initial_state is not None else RAMState.zeros(N, H, M, V, device=device, dtype=dtype)
+        return o, RAMState(state.memory.to(dtype), state.mass.to(dtype), start.clone())
 
     # both address sets in one beam search: [2, B*T, H, K]
     (read_index, write_index), (read_log_prob, write_log_prob) = ram_address_torch(

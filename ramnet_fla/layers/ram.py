@@ -1,0 +1,251 @@
+"""RAMAttention: the RAM-Net token mixer as an fla layer (arXiv 2602.11958).
+
+Per head, each token's read and write logits (U factors of width d_p) address K of M = d_p**U
+memory slots; the token writes its value into its K write slots with PDMA decay gamma and reads
+its K read slots back (see `ramnet_fla.ops.ram`). Around the op, the layer follows fla's GLA
+layer: unpad, project, optional short convolutions, op, cache update, per-head RMSNorm times a
+sigmoid output gate, output projection, repad.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+from fla.layers.utils import get_layer_cache, repad_hidden_states, unpad_hidden_states, update_layer_cache
+
+from ramnet_fla.modules import FusedRMSNormGated, ShortConvolution
+from ramnet_fla.ops.ram import RAMState, chunk_ram, fused_recurrent_ram
+
+if TYPE_CHECKING:
+    from fla.models.cache_utils import Cache
+
+MODES = ('chunk', 'fused_recurrent')
+
+
+def _positive_int(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"`{name}` must be an int, got {type(value).__name__} ({value!r})")
+    if value < minimum:
+        raise ValueError(f"`{name}` must be >= {minimum}, got {value}")
+    return value
+
+
+def resolve_cape_heads(cape_heads, num_heads: int) -> list[bool]:
+    """One bool per head: which heads shift their slot addresses by the token position (CAPE).
+
+    cape_heads: None (the first half of the heads, num_heads // 2 of them), a bool (all or none),
+    an int n (the first n heads), a sequence of head indices, or a sequence of num_heads bools.
+    """
+    if cape_heads is None:
+        return [h < num_heads // 2 for h in range(num_heads)]
+    if isinstance(cape_heads, bool):
+        return [cape_heads] * num_heads
+    if isinstance(cape_heads, int):
+        if not 0 <= cape_heads <= num_heads:
+            raise ValueError(f"`cape_heads` as a count must be in [0, num_heads={num_heads}], got {cape_heads}")
+        return [h < cape_heads for h in range(num_heads)]
+    if isinstance(cape_heads, torch.Tensor):
+        cape_heads = cape_heads.tolist()
+    if isinstance(cape_heads, Sequence) and not isinstance(cape_heads, str):
+        values = list(cape_heads)
+        if values and all(isinstance(c, bool) for c in values):
+            if len(values) != num_heads:
+                raise ValueError(f"`cape_heads` as bools must give one per head ({num_heads}), got {len(values)}")
+            return values
+        if all(isinstance(c, int) and not isinstance(c, bool) for c in values):
+            bad = [c for c in values if not 0 <= c < num_heads]
+            if bad:
+                raise ValueError(f"`cape_heads` holds head indices outside [0, {num_heads}): {bad}")
+            return [h in set(values) for h in range(num_heads)]
+    raise TypeError(
+        "`cape_heads` must be None, a bool, an int (the first n heads), a list of head indices "
+        f"or a list of {num_heads} bools, got {cape_heads!r}"
+    )
+
+
+class RAMAttention(nn.Module):
+    r"""RAM-Net attention: linear attention over M = factor_dim**num_factors addressable memory slots.
+
+    Args:
+        hidden_size (int): width of the input and output. Default: 1024.
+        num_heads (int): number of heads H. Default: 4.
+        head_dim (int): value width V per head; default hidden_size // num_heads.
+        num_factors (int): U, factors of an address. Default: 5.
+        factor_dim (int): d_p, choices per factor (M = d_p**U slots). Default: 4.
+        topk (int): K, slots each token reads and writes per head. Default: 8.
+        cape_heads: heads that use CAPE (position-shifted addresses), see `resolve_cape_heads`;
+            default: the first half of the heads.
+        use_short_conv (bool): causal depthwise convolutions (with SiLU) on the read logits, write
+            logits and values. Default: False.
+        conv_size (int): their kernel size. Default: 4.
+        conv_bias (bool): their bias. Default: False.
+        mode (str): 'chunk' (parallel, for training and prefill) or 'fused_recurrent' (token by token);
+            single-token steps always use 'fused_recurrent'. Default: 'chunk'.
+        norm_eps (float): epsilon of the per-head output RMSNorm. Default: 1e-5.
+        layer_idx (int): this layer's index in fla's Cache (needed with `past_key_values`).
+
+    Parameters depend on M only through U*d_p: q_proj, k_proj [H*U*d_p x hidden]; v_proj, g_proj
+    [H*V x hidden]; gamma_proj [H x hidden] (+ bias; gamma = softplus); read_log_temperature and
+    write_log_temperature [H] (logits are divided by exp(...), so 0 means unscaled); o_norm [V];
+    o_proj [hidden x H*V].
+    """
+
+    def __init__(
+        self,
+        hidden_size: int = 1024,
+        num_heads: int = 4,
+        head_dim: int | None = None,
+        num_factors: int = 5,
+        factor_dim: int = 4,
+        topk: int = 8,
+        cape_heads=None,
+        use_short_conv: bool = False,
+        conv_size: int = 4,
+        conv_bias: bool = False,
+        mode: str = 'chunk',
+        norm_eps: float = 1e-5,
+        layer_idx: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.hidden_size = _positive_int('hidden_size', hidden_size)
+        self.num_heads = _positive_int('num_heads', num_heads)
+        if head_dim is None:
+            if hidden_size % num_heads != 0:
+                raise ValueError(
+                    f"`hidden_size` ({hidden_size}) must be divisible by `num_heads` ({num_heads}) "
+                    "when `head_dim` is not given"
+                )
+            head_dim = hidden_size // num_heads
+        self.head_dim = _positive_int('head_dim', head_dim)
+        self.num_factors = _positive_int('num_factors', num_factors)
+        self.factor_dim = _positive_int('factor_dim', factor_dim, minimum=2)
+        self.num_slots = factor_dim ** num_factors
+        self.topk = _positive_int('topk', topk)
+        if topk > self.num_slots:
+            raise ValueError(
+                f"`topk` must be <= the number of slots M = factor_dim**num_factors = {factor_dim}**{num_factors} "
+                f"= {self.num_slots}, got {topk}"
+            )
+        if mode not in MODES:
+            raise ValueError(f"`mode` must be one of {MODES}, got {mode!r}")
+        self.mode = mode
+        if not isinstance(use_short_conv, bool):
+            raise TypeError(f"`use_short_conv` must be a bool, got {type(use_short_conv).__name__}")
+        self.use_short_conv = use_short_conv
+        self.conv_size = _positive_int('conv_size', conv_size, minimum=2) if use_short_conv else conv_size
+        self.conv_bias = conv_bias
+        if not isinstance(norm_eps, (int, float)) or isinstance(norm_eps, bool) or not norm_eps > 0:
+            raise ValueError(f"`norm_eps` must be a positive number, got {norm_eps!r}")
+        self.norm_eps = float(norm_eps)
+        if layer_idx is not None:
+            _positive_int('layer_idx', layer_idx, minimum=0)
+        self.layer_idx = layer_idx
+        self.cape = resolve_cape_heads(cape_heads, num_heads)
+
+        H, V = self.num_heads, self.head_dim
+        self.logit_dim = self.num_factors * self.factor_dim          # U * d_p per head
+        self.q_proj = nn.Linear(hidden_size, H * self.logit_dim, bias=False)    # read logits
+        self.k_proj = nn.Linear(hidden_size, H * self.logit_dim, bias=False)    # write logits
+        self.v_proj = nn.Linear(hidden_size, H * V, bias=False)
+        self.g_proj = nn.Linear(hidden_size, H * V, bias=False)
+        self.gamma_proj = nn.Linear(hidden_size, H, bias=True)
+        self.read_log_temperature = nn.Parameter(torch.zeros(H))
+        self.write_log_temperature = nn.Parameter(torch.zeros(H))
+        if use_short_conv:
+            self.q_conv1d = ShortConvolution(H * self.logit_dim, conv_size, bias=conv_bias, activation='silu')
+            self.k_conv1d = ShortConvolution(H * self.logit_dim, conv_size, bias=conv_bias, activation='silu')
+            self.v_conv1d = ShortConvolution(H * V, conv_size, bias=conv_bias, activation='silu')
+        self.o_norm = FusedRMSNormGated(V, eps=self.norm_eps, activation='sigmoid')
+        self.o_proj = nn.Linear(H * V, hidden_size, bias=False)
+
+    def reset_parameters(self) -> None:
+        """Temperatures back to 1 (log 0); the projections are initialised by their own modules."""
+        with torch.no_grad():
+            self.read_log_temperature.zero_()
+            self.write_log_temperature.zero_()
+
+    def extra_repr(self) -> str:
+        return (f"heads={self.num_heads}, head_dim={self.head_dim}, slots={self.factor_dim}**{self.num_factors}"
+                f"={self.num_slots}, topk={self.topk}, cape_heads={[h for h, c in enumerate(self.cape) if c]}, "
+                f"mode={self.mode!r}")
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        use_cache: bool | None = False,
+        output_attentions: bool | None = False,
+        **kwargs,
+    ) -> tuple[torch.Tensor, None, Cache | None]:
+        """hidden_states: [B, T, hidden]; attention_mask: [B, T_total] 0/1 padding mask (the last T
+        columns belong to this call); kwargs may hold `cu_seqlens` [N+1] (then B == 1; it wins over
+        the mask). Returns (o [B, T, hidden], None, past_key_values)."""
+        if hidden_states.ndim != 3 or hidden_states.shape[-1] != self.hidden_size:
+            raise ValueError(
+                f"`hidden_states` must be [B, T, hidden_size={self.hidden_size}], got {tuple(hidden_states.shape)}"
+            )
+        if attention_mask is not None and attention_mask.ndim != 2:
+            raise ValueError(
+                "`attention_mask` must be a 0/1 padding mask of shape [batch_size, seq_len] (0 = padding); "
+                f"got shape {tuple(attention_mask.shape)}"
+            )
+        batch_size, q_len, _ = hidden_states.shape
+        mode = 'fused_recurrent' if q_len == 1 else self.mode
+
+        last_state = get_layer_cache(self, past_key_values)
+        cu_seqlens = kwargs.get('cu_seqlens')
+        hidden_states, indices, cu_seqlens = unpad_hidden_states(hidden_states, cu_seqlens, attention_mask, q_len)
+
+        # q, k: [B, T, H*U*d_p] read / write logits; v: [B, T, H*V]
+        conv_state_q = conv_state_k = conv_state_v = None
+        if self.use_short_conv:
+            if last_state is not None and last_state.get('conv_state') is not None:
+                conv_state_q, conv_state_k, conv_state_v = last_state['conv_state']
+            q, conv_state_q = self.q_conv1d(self.q_proj(hidden_states), cache=conv_state_q,
+                                            output_final_state=use_cache, cu_seqlens=cu_seqlens)
+            k, conv_state_k = self.k_conv1d(self.k_proj(hidden_states), cache=conv_state_k,
+                                            output_final_state=use_cache, cu_seqlens=cu_seqlens)
+            v, conv_state_v = self.v_conv1d(self.v_proj(hidden_states), cache=conv_state_v,
+                                            output_final_state=use_cache, cu_seqlens=cu_seqlens)
+        else:
+            q, k, v = self.q_proj(hidden_states), self.k_proj(hidden_states), self.v_proj(hidden_states)
+
+        q = rearrange(q, '... (h d) -> ... h d', h=self.num_heads) * torch.exp(-self.read_log_temperature)[:, None].to(q.dtype)
+        k = rearrange(k, '... (h d) -> ... h d', h=self.num_heads) * torch.exp(-self.write_log_temperature)[:, None].to(k.dtype)
+        v = rearrange(v, '... (h d) -> ... h d', h=self.num_heads)
+        gamma = F.softplus(self.gamma_proj(hidden_states).float())            # [B, T, H], >= 0
+
+        recurrent_state = None
+        if last_state is not None and last_state.get('recurrent_state') is not None:
+            recurrent_state = RAMState(*last_state['recurrent_state'])       # cache maps may give a plain tuple
+        ram = chunk_ram if mode == 'chunk' else fused_recurrent_ram
+        o, recurrent_state = ram(
+            q, k, v, gamma,
+            num_factors=self.num_factors,
+            topk=self.topk,
+            cape=self.cape,
+            initial_state=recurrent_state,
+            output_final_state=bool(use_cache),
+            cu_seqlens=cu_seqlens,
+        )
+
+        update_layer_cache(
+            self,
+            past_key_values,
+            recurrent_state=recurrent_state,
+            conv_state=(conv_state_q, conv_state_k, conv_state_v) if self.use_short_conv else None,
+            offset=q_len,
+        )
+
+        g = rearrange(self.g_proj(hidden_states), '... (h d) -> ... h d', h=self.num_heads)
+        o = rearrange(self.o_norm(o, g), '... h d -> ... (h d)')
+        o = self.o_proj(o)
+        o = repad_hidden_states(o, indices, batch_size, q_len)
+        return o, None, past_key_values

@@ -1,0 +1,161 @@
+"""Mix RAM (or any registered mixer) into an existing fla causal LM.
+
+`convert_fla_model(model, mixers, layers)` builds a RAMNetForCausalLM with the same sizes as an fla
+model (GLAForCausalLM, DeltaNetForCausalLM, GatedDeltaNetForCausalLM, ...), gives the chosen layers
+new mixers, lets the other layers keep their fla mixer as the matching built-in mixer ('gla',
+'deltanet', 'gated_deltanet'), and copies every weight that can be kept: embeddings, norms, MLPs,
+the LM head and the kept mixers. The new mixers start from the model's usual initialisation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch.nn as nn
+
+from ramnet_fla.models.ramnet import RAMNetConfig, RAMNetForCausalLM
+from ramnet_fla.models.ramnet.configuration_ramnet import normalize_mixer_spec
+
+# Settings RAMNetConfig shares with fla's model configs (name -> default when the source lacks it).
+SHARED_CONFIG_FIELDS = {
+    'vocab_size': None, 'hidden_size': None, 'num_hidden_layers': None, 'hidden_ratio': 4,
+    'intermediate_size': None, 'hidden_act': 'swish', 'max_position_embeddings': 2048,
+    'elementwise_affine': True, 'norm_eps': 1e-6, 'use_cache': True, 'pad_token_id': None,
+    'bos_token_id': 1, 'eos_token_id': 2, 'tie_word_embeddings': False, 'initializer_range': 0.02,
+    'fuse_norm': True, 'fuse_swiglu': True, 'fuse_cross_entropy': True,
+    'fuse_linear_cross_entropy': False, 'use_l2warp': False,
+}
+
+
+def _gla_spec(c) -> dict:
+    return {'name': 'gla', 'mode': c.attn_mode, 'expand_k': c.expand_k, 'expand_v': c.expand_v,
+            'num_heads': c.num_heads, 'num_kv_heads': c.num_kv_heads, 'feature_map': c.feature_map,
+            'use_short_conv': c.use_short_conv, 'conv_size': c.conv_size, 'use_output_gate': c.use_output_gate,
+            'gate_fn': c.hidden_act, 'elementwise_affine': c.elementwise_affine, 'norm_eps': c.norm_eps,
+            'clamp_min': c.clamp_min, 'fuse_norm': c.fuse_norm}
+
+
+def _deltanet_spec(c) -> dict:
+    return {'name': 'deltanet', 'mode': c.attn_mode, 'expand_k': c.expand_k, 'expand_v': c.expand_v,
+            'num_heads': c.num_heads, 'use_gate': c.use_gate, 'use_beta': c.use_beta,
+            'use_short_conv': c.use_short_conv, 'allow_neg_eigval': c.allow_neg_eigval,
+            'use_output_norm': c.use_output_norm, 'conv_size': c.conv_size, 'qk_norm': c.qk_norm,
+            'qk_activation': c.qk_activation, 'norm_eps': c.norm_eps}
+
+
+def _gated_deltanet_spec(c) -> dict:
+    return {'name': 'gated_deltanet', 'expand_v': c.expand_v, 'head_dim': c.head_dim, 'num_heads': c.num_heads,
+            'num_v_heads': c.num_v_heads, 'mode': c.attn_mode, 'use_gate': c.use_gate,
+            'use_short_conv': c.use_short_conv, 'allow_neg_eigval': c.allow_neg_eigval, 'conv_size': c.conv_size,
+            'norm_eps': c.norm_eps, 'output_gate_activation': c.output_gate_activation}
+
+
+# fla model_type -> the built-in mixer spec that rebuilds its native mixer with the same weights.
+KEEPABLE_MIXERS = {'gla': _gla_spec, 'delta_net': _deltanet_spec, 'gated_deltanet': _gated_deltanet_spec}
+
+
+def _check_fla_causal_lm(model) -> None:
+    base = getattr(model, 'model', None)
+    if not isinstance(model, nn.Module) or base is None or not all(
+        hasattr(base, name) for name in ('embeddings', 'layers', 'norm')
+    ) or not hasattr(model, 'lm_head'):
+        raise TypeError(
+            "`model` must be a loaded fla causal LM (e.g. fla.models.GLAForCausalLM: `.model.embeddings`, "
+            f"`.model.layers`, `.model.norm`, `.lm_head`), got {type(model).__name__}"
+        )
+    for i, block in enumerate(base.layers):
+        missing = [name for name in ('attn_norm', 'attn', 'mlp_norm', 'mlp') if not hasattr(block, name)]
+        if missing:
+            raise TypeError(f"`model.model.layers[{i}]` is not an fla pre-norm block: it lacks {missing}")
+    if getattr(model.config, 'attnres_block_size', None) is not None:
+        raise ValueError("fla models with attention residuals (`attnres_block_size`) cannot be converted")
+
+
+def _resolve_layers(layers, num_layers: int) -> list[int]:
+    if layers is None:
+        return list(range(num_layers))
+    if isinstance(layers, int) and not isinstance(layers, bool):
+        layers = [layers]
+    if not isinstance(layers, Sequence) or isinstance(layers, str):
+        raise TypeError(f"`layers` must be None, an int or a list of layer indices, got {layers!r}")
+    resolved = []
+    for index in layers:
+        if isinstance(index, bool) or not isinstance(index, int) or not -num_layers <= index < num_layers:
+            raise ValueError(f"`layers` must hold layer indices in [-{num_layers}, {num_layers}), got {index!r}")
+        resolved.append(index % num_layers)
+    if len(set(resolved)) != len(resolved):
+        raise ValueError(f"`layers` names a layer twice: {list(layers)}")
+    return resolved
+
+
+def _kept_mixer_spec(model, layer_idx: int) -> dict:
+    config = model.config
+    model_type = getattr(config, 'model_type', None)
+    attn_layers = getattr(config, 'attn', None)
+    if attn_layers is not None:
+        from fla.models.configuration_utils import get_attention_spec
+        if get_attention_spec(attn_layers, layer_idx=layer_idx) is not None:
+            raise ValueError(
+                f"layer {layer_idx} of the source is fla's softmax Attention, which cannot be kept: "
+                "list it in `layers` to give it a new mixer"
+            )
+    if model_type not in KEEPABLE_MIXERS:
+        raise ValueError(
+            f"the mixers of fla model type {model_type!r} cannot be kept (known: {sorted(KEEPABLE_MIXERS)}); "
+            f"list every layer in `layers` (layer {layer_idx} is not) to replace them all"
+        )
+    return KEEPABLE_MIXERS[model_type](config)
+
+
+def convert_fla_model(model, mixers='ram', layers=None) -> RAMNetForCausalLM:
+    """A RAMNetForCausalLM built from the fla causal LM `model`, with new mixers in `layers`.
+
+    Args:
+        model: a loaded fla causal LM (GLAForCausalLM, DeltaNetForCausalLM, GatedDeltaNetForCausalLM,
+            or any fla model with the same block layout when every layer is replaced).
+        mixers: the mixer of the replaced layers: a name or {"name": ..., **kwargs} for all of them,
+            or a list with one such spec per entry of `layers`. Default: 'ram'.
+        layers: indices of the layers that get `mixers` (negative counts from the end); default: all.
+            The other layers keep the source's mixer and its weights.
+
+    Returns:
+        RAMNetForCausalLM on the source's device and dtype; embeddings, norms, MLPs, LM head and kept
+        mixers hold the source's weights. It saves and reloads like any RAMNet model.
+    """
+    _check_fla_causal_lm(model)
+    num_layers = len(model.model.layers)
+    replaced = _resolve_layers(layers, num_layers)
+    if isinstance(mixers, (str, Mapping)):
+        new_specs = [normalize_mixer_spec(mixers, 'mixers')] * len(replaced)
+    elif isinstance(mixers, Sequence):
+        if len(mixers) != len(replaced):
+            raise ValueError(f"`mixers` as a list needs one spec per replaced layer ({len(replaced)}), got {len(mixers)}")
+        new_specs = [normalize_mixer_spec(spec, f'mixers[{i}]') for i, spec in enumerate(mixers)]
+    else:
+        raise TypeError(f"`mixers` must be a mixer name, a spec dict or a list of them, got {mixers!r}")
+    chosen = dict(zip(replaced, new_specs))
+    layer_specs = [chosen[i] if i in chosen else _kept_mixer_spec(model, i) for i in range(num_layers)]
+
+    source_config = model.config
+    fields = {name: getattr(source_config, name, default) for name, default in SHARED_CONFIG_FIELDS.items()}
+    fields['num_hidden_layers'] = num_layers
+    config = RAMNetConfig(mixers=layer_specs, **fields)
+    parameter = next(model.parameters())
+    converted = RAMNetForCausalLM(config).to(device=parameter.device, dtype=parameter.dtype)
+
+    new_mixer_prefixes = tuple(f'model.layers.{i}.attn.' for i in replaced)
+    source_state = {key: value for key, value in model.state_dict().items() if not key.startswith(new_mixer_prefixes)}
+    target_state = converted.state_dict()
+    mismatched = [f"{key}: {tuple(value.shape)} -> {tuple(target_state[key].shape)}"
+                  for key, value in source_state.items()
+                  if key in target_state and target_state[key].shape != value.shape]
+    missing = [key for key in target_state if key not in source_state and not key.startswith(new_mixer_prefixes)]
+    unexpected = [key for key in source_state if key not in target_state]
+    if mismatched or missing or unexpected:
+        raise ValueError(
+            "the converted model's weights do not line up with the source's (a kept mixer built differently?): "
+            f"shape mismatches {mismatched[:8]}, missing in the source {missing[:8]}, "
+            f"not in the converted model {unexpected[:8]}"
+        )
+    converted.load_state_dict(source_state, strict=False)
+    return converted.train(model.training)

@@ -1,0 +1,128 @@
+"""RAMNetConfig: an fla-style causal LM whose token mixer is chosen per layer (RAM, GLA, ... or a plugin's)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+
+from fla.models.configuration_utils import validate_loss_config
+from transformers.configuration_utils import PreTrainedConfig
+
+
+def normalize_mixer_spec(spec, where: str = 'mixers') -> dict:
+    """A mixer spec as a fresh dict {'name': str, **kwargs}: from a name or from such a dict."""
+    if isinstance(spec, str):
+        if not spec:
+            raise ValueError(f"`{where}`: a mixer name must not be empty")
+        return {'name': spec}
+    if isinstance(spec, Mapping):
+        if 'name' not in spec:
+            raise ValueError(f"`{where}`: a mixer given as a dict needs a 'name' key, got keys {sorted(spec)}")
+        if not isinstance(spec['name'], str) or not spec['name']:
+            raise TypeError(f"`{where}`: the mixer 'name' must be a non-empty str, got {spec['name']!r}")
+        for reserved in ('hidden_size', 'layer_idx'):
+            if reserved in spec:
+                raise ValueError(f"`{where}`: '{reserved}' is set by the model, not by a mixer spec ({dict(spec)})")
+        return copy.deepcopy(dict(spec))
+    raise TypeError(f"`{where}`: each mixer must be a name (str) or a dict {{'name': ..., **kwargs}}, got {spec!r}")
+
+
+class RAMNetConfig(PreTrainedConfig):
+    r"""Configuration of RAMNetModel / RAMNetForCausalLM.
+
+    Every block is pre-norm: x + mixer(norm(x)), then x + GatedMLP(norm(x)), as in fla's models.
+
+    Args:
+        mixers: the token mixer of each layer: a list of names or dicts {"name": ..., **kwargs}
+            (kwargs go to the mixer's factory along with hidden_size and layer_idx). A list
+            shorter than num_hidden_layers repeats: ["ram", "attention"] alternates. A single
+            name or dict means every layer. Default: ["ram"] (pure RAM-Net). Plugins may still
+            override a layer's choice (hook `ramnet_fla_select_mixer`).
+        vocab_size, hidden_size, num_hidden_layers: the usual sizes.
+        hidden_ratio, intermediate_size, hidden_act: the GatedMLP ('swish' or 'powlu').
+        max_position_embeddings, norm_eps, elementwise_affine, initializer_range,
+        use_cache, pad_token_id, bos_token_id, eos_token_id, tie_word_embeddings: as in fla.
+        fuse_norm, fuse_swiglu, fuse_cross_entropy, fuse_linear_cross_entropy, use_l2warp: fla's
+            fused kernels; on the CPU the same math runs in PyTorch whatever the flags say.
+    """
+
+    model_type = 'ramnet'
+    keys_to_ignore_at_inference = ['past_key_values']
+
+    def __init__(
+        self,
+        mixers=None,
+        vocab_size: int = 32000,
+        hidden_size: int = 1024,
+        num_hidden_layers: int = 24,
+        hidden_ratio: int | None = 4,
+        intermediate_size: int | None = None,
+        hidden_act: str = 'swish',
+        max_position_embeddings: int = 2048,
+        elementwise_affine: bool | None = True,
+        norm_eps: float = 1e-6,
+        use_cache: bool = True,
+        pad_token_id: int | None = None,
+        bos_token_id: int = 1,
+        eos_token_id: int = 2,
+        tie_word_embeddings: bool = False,
+        initializer_range: float = 0.02,
+        fuse_norm: bool = True,
+        fuse_swiglu: bool = True,
+        fuse_cross_entropy: bool = True,
+        fuse_linear_cross_entropy: bool = False,
+        use_l2warp: bool = False,
+        **kwargs,
+    ):
+        if mixers is None:
+            mixers = ['ram']
+        if isinstance(mixers, (str, Mapping)):
+            mixers = [mixers]
+        if not isinstance(mixers, Sequence) or len(mixers) == 0:
+            raise ValueError(f"`mixers` must be a non-empty list of mixer names or dicts, got {mixers!r}")
+        for i, spec in enumerate(mixers):
+            normalize_mixer_spec(spec, where=f'mixers[{i}]')
+        for name, value in (('vocab_size', vocab_size), ('hidden_size', hidden_size),
+                            ('num_hidden_layers', num_hidden_layers)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive int, got {value!r}")
+        if hidden_act not in ('swish', 'powlu'):
+            raise ValueError(f"`hidden_act` must be 'swish' or 'powlu' (fla's GatedMLP), got {hidden_act!r}")
+        validate_loss_config(fuse_cross_entropy=fuse_cross_entropy, fuse_linear_cross_entropy=fuse_linear_cross_entropy)
+
+        self.mixers = [copy.deepcopy(spec) if isinstance(spec, str) else copy.deepcopy(dict(spec)) for spec in mixers]
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.hidden_ratio = hidden_ratio
+        self.intermediate_size = intermediate_size
+        self.hidden_act = hidden_act
+        self.max_position_embeddings = max_position_embeddings
+        self.elementwise_affine = elementwise_affine
+        self.norm_eps = norm_eps
+        self.use_cache = use_cache
+        self.initializer_range = initializer_range
+        self.fuse_norm = fuse_norm
+        self.fuse_swiglu = fuse_swiglu
+        self.fuse_cross_entropy = fuse_cross_entropy
+        self.fuse_linear_cross_entropy = fuse_linear_cross_entropy
+        self.use_l2warp = use_l2warp
+        super().__init__(
+            pad_token_id=pad_token_id,
+            bos_token_id=bos_token_id,
+            eos_token_id=eos_token_id,
+            tie_word_embeddings=tie_word_embeddings,
+            **kwargs,
+        )
+
+    def mixer_for_layer(self, layer_idx: int) -> dict:
+        """The config's own mixer spec for `layer_idx` (a fresh dict {'name': ..., **kwargs}),
+        before any plugin's `ramnet_fla_select_mixer` hook is consulted."""
+        if isinstance(layer_idx, bool) or not isinstance(layer_idx, int) or not 0 <= layer_idx < self.num_hidden_layers:
+            raise ValueError(f"`layer_idx` must be an int in [0, {self.num_hidden_layers}), got {layer_idx!r}")
+        return normalize_mixer_spec(self.mixers[layer_idx % len(self.mixers)], where=f'mixers[{layer_idx % len(self.mixers)}]')
+
+    @property
+    def layer_mixer_names(self) -> list[str]:
+        """The config's mixer name for every layer."""
+        return [self.mixer_for_layer(i)['name'] for i in range(self.num_hidden_layers)]

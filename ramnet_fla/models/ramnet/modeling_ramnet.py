@@ -1,0 +1,135 @@
+"""RAMNetModel and RAMNetForCausalLM on fla's model base classes.
+
+Each block is fla's pre-norm block (norm, token mixer, residual; norm, GatedMLP, residual); the
+mixer of layer i comes from the plugin layer (`ramnet_fla.plugin`), so one model type covers
+pure RAM-Net and any hybrid. Norms and MLP are ramnet_fla.modules' CPU-capable fla modules, and
+on the CPU the loss is PyTorch's cross entropy (fla's fused losses are Triton-only).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn as nn
+from fla.models.generation_utils import FLAUnsupportedCacheGenerationMixin
+from fla.models.modeling_utils import FLAForCausalLM, FLAModel, FLAPreTrainedModel
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.utils import logging
+
+from ramnet_fla.models.ramnet.configuration_ramnet import RAMNetConfig
+from ramnet_fla.modules import GatedMLP, RMSNorm, make_cpu_capable, use_fla_kernels
+
+if TYPE_CHECKING:
+    from fla.models.cache_utils import Cache
+
+logger = logging.get_logger(__name__)
+
+
+def _norm(config: RAMNetConfig) -> nn.Module:
+    return (RMSNorm if config.fuse_norm else nn.RMSNorm)(config.hidden_size, eps=config.norm_eps)
+
+
+class RAMNetBlock(GradientCheckpointingLayer):
+    """x + mixer(norm(x)), then x + GatedMLP(norm(x)); `attn` is the layer's token mixer."""
+
+    def __init__(self, config: RAMNetConfig, layer_idx: int):
+        super().__init__()
+        from ramnet_fla.plugin import build_mixer, layer_mixer_spec    # the plugin layer imports models lazily too
+
+        self.config = config
+        self.layer_idx = layer_idx
+        self.mixer_spec = layer_mixer_spec(config, layer_idx)
+        self.attn_norm = _norm(config)
+        self.attn = make_cpu_capable(build_mixer(self.mixer_spec, hidden_size=config.hidden_size, layer_idx=layer_idx))
+        self.mlp_norm = _norm(config)
+        self.mlp = GatedMLP(
+            hidden_size=config.hidden_size,
+            hidden_ratio=config.hidden_ratio,
+            intermediate_size=config.intermediate_size,
+            hidden_act=config.hidden_act,
+            fuse_swiglu=config.fuse_swiglu,
+        )
+
+    @property
+    def mixer_name(self) -> str:
+        return self.mixer_spec['name']
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        use_cache: bool | None = False,
+        output_attentions: bool | None = False,
+        attnres_states=None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, Cache | None, None]:
+        """hidden_states: [B, T, hidden] -> (hidden_states, attentions, past_key_values, None)."""
+        residual = hidden_states
+        hidden_states = self.attn_norm(hidden_states)
+        hidden_states, attentions, past_key_values = self.attn(
+            hidden_states=hidden_states,
+            attention_mask=attention_mask,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            **kwargs,
+        )
+        if self.config.fuse_norm:
+            hidden_states, residual = self.mlp_norm(hidden_states, residual, True)
+        else:
+            hidden_states = residual + hidden_states
+            residual = hidden_states
+            hidden_states = self.mlp_norm(hidden_states)
+        hidden_states = residual + self.mlp(hidden_states, **kwargs)
+        return hidden_states, attentions, past_key_values, None
+
+
+class RAMNetPreTrainedModel(FLAPreTrainedModel):
+
+    config_class = RAMNetConfig
+    base_model_prefix = 'model'
+    supports_gradient_checkpointing = True
+    _no_split_modules = ['RAMNetBlock']
+    _supports_cache_class = True
+
+
+class RAMNetModel(RAMNetPreTrainedModel, FLAModel):
+    """Embeddings, `num_hidden_layers` RAMNetBlocks and a final norm; returns hidden states."""
+
+    def __init__(self, config: RAMNetConfig):
+        super().__init__(config)
+        self.padding_idx = config.pad_token_id
+        self.vocab_size = config.vocab_size
+        self.embeddings = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
+        self.layers = nn.ModuleList([RAMNetBlock(config, layer_idx) for layer_idx in range(config.num_hidden_layers)])
+        self.norm = _norm(config)
+        self.use_attnres = False                       # fla's attention-residual variant is not offered
+        self.gradient_checkpointing = False
+        self.post_init()
+
+
+class RAMNetForCausalLM(RAMNetPreTrainedModel, FLAForCausalLM, FLAUnsupportedCacheGenerationMixin):
+    """RAMNetModel with a language-model head; `generate` runs with fla's recurrent Cache."""
+
+    _tied_weights_keys = {'lm_head.weight': 'model.embeddings.weight'}
+
+    def __init__(self, config: RAMNetConfig):
+        super().__init__(config)
+        self.model = RAMNetModel(config)
+        self.vocab_size = config.vocab_size
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.criterion = None
+        self.post_init()
+
+    def _compute_logits_and_loss(self, hidden_states, labels=None, logits_to_keep=0, **kwargs):
+        if use_fla_kernels(hidden_states) or self.criterion is not None:
+            return super()._compute_logits_and_loss(hidden_states, labels, logits_to_keep, **kwargs)
+        # fla's fused (linear) cross entropy is Triton-only: on the CPU the same loss in PyTorch
+        kwargs['fuse_linear_cross_entropy'] = False
+        self.__dict__['criterion'] = nn.CrossEntropyLoss()
+        try:
+            return super()._compute_logits_and_loss(hidden_states, labels, logits_to_keep, **kwargs)
+        finally:
+            self.__dict__['criterion'] = None

@@ -1,0 +1,29 @@
+"""Device-dispatching versions of fla's Triton activation functions (fla.modules.activations)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from fla.modules.activations import logsigmoid as fla_logsigmoid
+from fla.modules.activations import sigmoid as fla_sigmoid
+from fla.modules.activations import swish as fla_swish
+
+from ramnet_fla.modules.dispatch import use_fla_kernels
+
+
+def sigmoid(x: torch.Tensor) -> torch.Tensor:
+    return fla_sigmoid(x) if use_fla_kernels(x) else torch.sigmoid(x.float()).to(x.dtype)
+
+
+def swish(x: torch.Tensor) -> torch.Tensor:
+    return fla_swish(x) if use_fla_kernels(x) else F.silu(x.float()).to(x.dtype)
+
+
+def logsigmoid(x: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    if use_fla_kernels(x):
+        return fla_logsigmoid(x, temperature)
+    return (F.logsigmoid(x.float()) / temperature).to(x.dtype)
+
+
+# fla's Triton activation -> its replacement, for `make_cpu_capable`.
+CPU_CAPABLE_ACTIVATIONS = {fla_sigmoid: sigmoid, fla_swish: swish, fla_logsigmoid: logsigmoid}

@@ -1,0 +1,85 @@
+"""Argument checks and token layout shared by the PyTorch versions of fla's ops."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def check_tensor(name: str, x, ndim: int, layout: str) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor of shape {layout}, got {type(x).__name__}")
+    if x.ndim != ndim:
+        raise ValueError(f"`{name}` must have shape {layout} ({ndim} dims), got shape {tuple(x.shape)}")
+
+
+def check_same_tokens(reference: torch.Tensor, **tensors: torch.Tensor) -> None:
+    """Every tensor must share B, T (and the device) with `reference`."""
+    for name, x in tensors.items():
+        if x.shape[:2] != reference.shape[:2]:
+            raise ValueError(f"`{name}` must have B, T = {tuple(reference.shape[:2])} like q, got shape {tuple(x.shape)}")
+        if x.device != reference.device:
+            raise ValueError(f"`{name}` must be on q's device {reference.device}, got {x.device}")
+
+
+def check_cu_seqlens(cu_seqlens, batch: int, seq_len: int) -> torch.Tensor:
+    """Validate packed-sequence boundaries [0, ..., T] (B must be 1); return them as int64."""
+    if not isinstance(cu_seqlens, torch.Tensor):
+        raise TypeError(f"`cu_seqlens` must be a 1-D integer torch.Tensor, got {type(cu_seqlens).__name__}")
+    if cu_seqlens.ndim != 1 or cu_seqlens.numel() < 2:
+        raise ValueError(f"`cu_seqlens` must be 1-D with at least 2 entries [0, ..., T], got shape {tuple(cu_seqlens.shape)}")
+    if cu_seqlens.dtype.is_floating_point or cu_seqlens.dtype == torch.bool:
+        raise TypeError(f"`cu_seqlens` must hold integers, got {cu_seqlens.dtype}")
+    if batch != 1:
+        raise ValueError(f"packed input (`cu_seqlens` given) needs batch size 1, got {batch}")
+    bounds = cu_seqlens.tolist()
+    if bounds[0] != 0 or bounds[-1] != seq_len:
+        raise ValueError(f"`cu_seqlens` must start at 0 and end at T = {seq_len}, got {bounds[0]} ... {bounds[-1]}")
+    if any(b < a for a, b in zip(bounds[:-1], bounds[1:])):
+        raise ValueError(f"`cu_seqlens` must be non-decreasing, got {bounds}")
+    return cu_seqlens.long()
+
+
+def check_initial_state(initial_state, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    check_tensor('initial_state', initial_state, len(shape), str(list(shape)))
+    if tuple(initial_state.shape) != shape:
+        raise ValueError(f"`initial_state` must have shape {list(shape)}, got {list(initial_state.shape)}")
+    if initial_state.device != device:
+        raise ValueError(f"`initial_state` must be on q's device {device}, got {initial_state.device}")
+    return initial_state
+
+
+def packed_token_index(cu_seqlens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """For packed tokens: (sequence id [T], offset inside its sequence [T], longest length)."""
+    lengths = cu_seqlens[1:] - cu_seqlens[:-1]
+    sequence = torch.repeat_interleave(torch.arange(len(lengths), device=cu_seqlens.device), lengths)
+    offset = torch.arange(int(cu_seqlens[-1]), device=cu_seqlens.device) - cu_seqlens[sequence]
+    return sequence, offset, int(lengths.max()) if len(lengths) else 0
+
+
+def packed_to_padded(x: torch.Tensor, cu_seqlens: torch.Tensor, index=None) -> torch.Tensor:
+    """[1, T_total, ...] packed sequences -> [N, T_max, ...], zeros after each sequence's end."""
+    sequence, offset, longest = index if index is not None else packed_token_index(cu_seqlens)
+    padded = x.new_zeros(len(cu_seqlens) - 1, longest, *x.shape[2:])
+    return padded.index_put((sequence, offset), x[0])
+
+
+def padded_to_packed(x: torch.Tensor, cu_seqlens: torch.Tensor, index=None) -> torch.Tensor:
+    """Inverse of `packed_to_padded`: [N, T_max, ...] -> [1, T_total, ...]."""
+    sequence, offset, _ = index if index is not None else packed_token_index(cu_seqlens)
+    return x[sequence, offset].unsqueeze(0)
+
+
+def to_chunks(x: torch.Tensor, chunk_size: int) -> torch.Tensor:
+    """[B, T, H, ...] -> [B, H, n, C, ...] with T zero-padded at the end to n * C."""
+    pad = (-x.shape[1]) % chunk_size
+    if pad:
+        x = F.pad(x, (0, 0) * (x.ndim - 2) + (0, pad))
+    x = x.movedim(1, 2)
+    return x.reshape(*x.shape[:2], -1, chunk_size, *x.shape[3:])
+
+
+def from_chunks(x: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """[B, H, n, C, ...] -> [B, T, H, ...], dropping the end padding."""
+    x = x.reshape(*x.shape[:2], -1, *x.shape[4:])
+    return x[:, :, :seq_len].movedim(2, 1)

@@ -1,0 +1,119 @@
+"""Gated linear attention (fla's `chunk_gla`) in chunked PyTorch.
+
+Per head, with a per-key-channel log-decay g_t <= 0 and state S [K, V]:
+    S_t = diag(exp(g_t)) S_{t-1} + k_t v_t^T,        o_t = scale * q_t^T S_t.
+Inside a chunk, with G the inclusive cumulative log-decay since the chunk start,
+    o_t = (q_t * exp(G_t)) S_0 + sum_{s <= t} (sum_d q_td k_sd exp(G_td - G_sd)) v_s,
+and the state handed to the next chunk is diag(exp(G_C)) S_0 + sum_s (k_s * exp(G_C - G_s)) v_s^T.
+Every exponent above is <= 0 (pairs with s > t are masked before exp), so nothing overflows.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ramnet_fla.ops.fla_torch.common import (
+    check_cu_seqlens,
+    check_initial_state,
+    check_same_tokens,
+    check_tensor,
+    from_chunks,
+    packed_to_padded,
+    packed_token_index,
+    padded_to_packed,
+    to_chunks,
+)
+
+
+def torch_chunk_gla(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    state_v_first: bool = False,
+    cu_seqlens: torch.LongTensor | None = None,
+    chunk_size: int = 16,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Gated linear attention, the math of fla's `chunk_gla`/`fused_recurrent_gla`, in PyTorch.
+
+    Args:
+        q, k: [B, T, H, K] queries and keys.
+        v: [B, T, H, V] values.
+        g: [B, T, H, K] log-decay per key channel (<= 0, e.g. `logsigmoid(x) / 16`).
+        scale: multiplies q; default K ** -0.5.
+        initial_state: [N, H, K, V] float32 (or [N, H, V, K] if `state_v_first`).
+        output_final_state: also return the state after the last token.
+        state_v_first: states in fla's V-first layout [N, H, V, K].
+        cu_seqlens: [N + 1] boundaries of packed sequences (B must be 1).
+        chunk_size: tokens per chunk C (memory grows with B*T*H*C*K).
+
+    Returns:
+        o [B, T, H, V] in v's dtype, and the final state (float32; float64 for float64 inputs) or None.
+    """
+    check_tensor('q', q, 4, '[B, T, H, K]')
+    check_tensor('k', k, 4, '[B, T, H, K]')
+    check_tensor('v', v, 4, '[B, T, H, V]')
+    check_tensor('g', g, 4, '[B, T, H, K]')
+    if k.shape != q.shape or g.shape != q.shape:
+        raise ValueError(f"`q`, `k` and `g` must have the same shape, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(g.shape)}")
+    if v.shape[2] != q.shape[2]:
+        raise ValueError(f"`v` must have H = {q.shape[2]} heads like q, got shape {tuple(v.shape)}")
+    check_same_tokens(q, k=k, v=v, g=g)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"`chunk_size` must be a positive int, got {chunk_size!r}")
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    scale = K ** -0.5 if scale is None else scale
+
+    index = None
+    if cu_seqlens is not None:
+        cu_seqlens = check_cu_seqlens(cu_seqlens, B, T)
+        index = packed_token_index(cu_seqlens)
+        q, k, v, g = (packed_to_padded(x, cu_seqlens, index) for x in (q, k, v, g))
+    N = q.shape[0]
+    h0 = None
+    if initial_state is not None:
+        h0 = check_initial_state(initial_state, (N, H, V, K) if state_v_first else (N, H, K, V), q.device)
+        h0 = h0.to(torch.promote_types(q.dtype, torch.float32))
+        if state_v_first:
+            h0 = h0.transpose(-1, -2)
+
+    dtype = torch.promote_types(q.dtype, torch.float32)          # float32, or float64 for checks
+    o, ht = _chunk_gla(q.to(dtype), k.to(dtype), v.to(dtype), g.to(dtype), scale, h0, chunk_size)
+    if cu_seqlens is not None:
+        o = padded_to_packed(o, cu_seqlens, index)
+    if not output_final_state:
+        ht = None
+    elif state_v_first:
+        ht = ht.transpose(-1, -2).contiguous()
+    return o.to(v.dtype), ht
+
+
+def _chunk_gla(q, k, v, g, scale: float, h0: torch.Tensor | None, chunk_size: int):
+    """float32 [B, T, H, *] -> (o [B, T, H, V], final state [B, H, K, V])."""
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    C = min(chunk_size, max(T, 1))
+    # [B, H, n, C, D]; the end padding has k = v = 0 and g = 0, so it leaves the state unchanged
+    q, k, v, g = (to_chunks(x, C) for x in (q, k, v, g))
+    q = q * scale
+    G = g.cumsum(-2)                                                       # [B, H, n, C, K]
+
+    causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
+    pair_log_decay = (G.unsqueeze(-2) - G.unsqueeze(-3)).masked_fill(~causal[..., None], float('-inf'))
+    scores = torch.einsum('...ik,...jk,...ijk->...ij', q, k, pair_log_decay.exp())   # [B, H, n, C, C]
+    o = scores @ v                                                         # intra-chunk part
+
+    q_from_start = q * G.exp()                                             # reads S_0 decayed to t
+    k_to_end = k * (G[..., -1:, :] - G).exp()                              # writes decayed to chunk end
+    chunk_decay = G[..., -1, :].exp().unsqueeze(-1)                        # [B, H, n, K, 1]
+    state = q.new_zeros(B, H, K, V) if h0 is None else h0
+    inter = []
+    for c in range(q.shape[2]):
+        inter.append(q_from_start[:, :, c] @ state)
+        state = state * chunk_decay[:, :, c] + k_to_end[:, :, c].transpose(-1, -2) @ v[:, :, c]
+    o = o + torch.stack(inter, dim=2)
+    return from_chunks(o, T), state
