@@ -18,6 +18,7 @@ Tests use `create_plugin_manager(entry_points=False)` with `use_plugin_manager(.
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib
 import importlib.metadata
 import inspect
@@ -279,7 +280,7 @@ def normalize_spec(spec, where: str = 'mixer spec') -> dict:
         return {'name': spec}
     if not isinstance(spec, Mapping):
         raise TypeError(f"{where} must be a mixer name or a dict {{'name': ..., **kwargs}}, got {type(spec).__name__}")
-    spec = dict(spec)
+    spec = copy.deepcopy(dict(spec))
     if not isinstance(spec.get('name'), str):
         raise ValueError(f"{where} must have a string 'name', got {spec!r}")
     for key in spec:

@@ -9,7 +9,6 @@ sigmoid output gate, output projection, repad.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -217,8 +216,11 @@ class RAMAttention(nn.Module):
         else:
             q, k, v = self.q_proj(hidden_states), self.k_proj(hidden_states), self.v_proj(hidden_states)
 
-        q = rearrange(q, '... (h d) -> ... h d', h=self.num_heads) * torch.exp(-self.read_log_temperature)[:, None].to(q.dtype)
-        k = rearrange(k, '... (h d) -> ... h d', h=self.num_heads) * torch.exp(-self.write_log_temperature)[:, None].to(k.dtype)
+        # per-head temperatures: logits / exp(log_temperature); q, k: [B, T, H, U*d_p], v: [B, T, H, V]
+        read_scale = torch.exp(-self.read_log_temperature)[:, None].to(q.dtype)
+        write_scale = torch.exp(-self.write_log_temperature)[:, None].to(k.dtype)
+        q = rearrange(q, '... (h d) -> ... h d', h=self.num_heads) * read_scale
+        k = rearrange(k, '... (h d) -> ... h d', h=self.num_heads) * write_scale
         v = rearrange(v, '... (h d) -> ... h d', h=self.num_heads)
         gamma = F.softplus(self.gamma_proj(hidden_states).float())            # [B, T, H], >= 0
 

@@ -19,8 +19,8 @@ from ramnet_fla.models.ramnet.configuration_ramnet import normalize_mixer_spec
 # Settings RAMNetConfig shares with fla's model configs (name -> default when the source lacks it).
 SHARED_CONFIG_FIELDS = {
     'vocab_size': None, 'hidden_size': None, 'num_hidden_layers': None, 'hidden_ratio': 4,
-    'intermediate_size': None, 'hidden_act': 'swish', 'max_position_embeddings': 2048,
-    'elementwise_affine': True, 'norm_eps': 1e-6, 'use_cache': True, 'pad_token_id': None,
+    'intermediate_size': None, 'hidden_act': 'swish', 'max_position_embeddings': 2048, 'norm_eps': 1e-6,
+    'use_cache': True, 'pad_token_id': None,
     'bos_token_id': 1, 'eos_token_id': 2, 'tie_word_embeddings': False, 'initializer_range': 0.02,
     'fuse_norm': True, 'fuse_swiglu': True, 'fuse_cross_entropy': True,
     'fuse_linear_cross_entropy': False, 'use_l2warp': False,
@@ -126,10 +126,12 @@ def convert_fla_model(model, mixers='ram', layers=None) -> RAMNetForCausalLM:
     num_layers = len(model.model.layers)
     replaced = _resolve_layers(layers, num_layers)
     if isinstance(mixers, (str, Mapping)):
-        new_specs = [normalize_mixer_spec(mixers, 'mixers')] * len(replaced)
+        new_specs = [normalize_mixer_spec(mixers, 'mixers') for _ in replaced]
     elif isinstance(mixers, Sequence):
         if len(mixers) != len(replaced):
-            raise ValueError(f"`mixers` as a list needs one spec per replaced layer ({len(replaced)}), got {len(mixers)}")
+            raise ValueError(
+                f"`mixers` as a list needs one spec per replaced layer ({len(replaced)}), got {len(mixers)}"
+            )
         new_specs = [normalize_mixer_spec(spec, f'mixers[{i}]') for i, spec in enumerate(mixers)]
     else:
         raise TypeError(f"`mixers` must be a mixer name, a spec dict or a list of them, got {mixers!r}")

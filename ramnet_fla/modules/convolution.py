@@ -17,7 +17,8 @@ from ramnet_fla.modules.dispatch import use_fla_kernels
 ACTIVATIONS = (None, 'silu', 'swish')
 
 
-def _sequence_bounds(batch: int, seq_len: int, cu_seqlens: torch.Tensor | None, device) -> tuple[torch.Tensor, torch.Tensor]:
+def _sequence_bounds(batch: int, seq_len: int, cu_seqlens: torch.Tensor | None,
+                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """First and one-past-last flat token index of every sequence: ([N], [N])."""
     if cu_seqlens is None:
         starts = torch.arange(batch, device=device) * seq_len

@@ -39,14 +39,14 @@ def ram_spec(num_factors: int = 3, factor_dim: int = 4, topk: int = 8, **kwargs)
     return mixer_spec('ram', num_factors=num_factors, factor_dim=factor_dim, topk=topk, **kwargs)
 
 
-def quick_runs(seed: int, steps: int, lr: float, mixers=QUICK_MIXERS) -> list[MQARRun]:
+def quick_runs(seed: int, steps: int, lr: float, mixers=QUICK_MIXERS, num_test: int = 1000) -> list[MQARRun]:
     """Same task, width, data, steps and lr for every mixer."""
     specs = {'ram': ram_spec(), 'gla': mixer_spec('gla'), 'deltanet': mixer_spec('deltanet')}
     runs = []
     for name in mixers:
         spec = specs.get(name, {'name': name})
         runs.append(MQARRun(mixer=spec, label=name, d_model=64, task=QUICK_TASK, lr=lr, steps=steps,
-                            batch_size=64, eval_every=50, seed=seed))
+                            batch_size=64, eval_every=50, num_test=num_test, seed=seed))
     return runs
 
 
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         learning_rates = args.lr or FULL_LEARNING_RATES
     else:
         runs = quick_runs(args.seed, args.steps or 600, (args.lr or [1e-3])[0],
-                          mixers=tuple(args.mixers) if args.mixers else QUICK_MIXERS)
+                          mixers=tuple(args.mixers) if args.mixers else QUICK_MIXERS, num_test=args.num_test)
         learning_rates = args.lr
     device = args.device or None
     records = run_sweep(runs, results_path, learning_rates=learning_rates, device=device,
@@ -138,6 +138,7 @@ def register(subparsers) -> None:
     parser.add_argument('--steps', type=int, default=None, help='steps per run (quick 600, full 4000)')
     parser.add_argument('--lr', type=float, nargs='+', default=None,
                         help='learning rate(s) to sweep (quick: 1e-3; full: 3e-4 1e-3 3e-3)')
+    parser.add_argument('--num-test', type=int, default=1000, help='quick mode: held-out examples (default 1000)')
     parser.add_argument('--mixers', nargs='+', default=None, help='quick mode: the registered mixers to compare')
     parser.add_argument('--device', default=None, help='cpu or cuda (default: cuda when present)')
     parser.add_argument('--threads', type=int, default=2, help='CPU threads (default 2)')

@@ -186,3 +186,26 @@ def test_bad_inputs_are_named():
     no_index = make_layer(layer_idx=None)
     with pytest.raises(ValueError, match='layer_idx'):
         no_index(torch.randn(1, 3, HIDDEN), past_key_values=Cache(), use_cache=True)
+
+
+@pytest.mark.triton
+def test_triton_path_matches_pytorch_path(monkeypatch):
+    # the path CUDA takes (fla's Triton modules + the RAM Triton kernels), interpreted on the CPU
+    layer = make_layer(seed=5, use_short_conv=True)
+    x = torch.randn(2, 7, HIDDEN, requires_grad=True)
+    mask = torch.ones(2, 7, dtype=torch.long)
+    mask[1, :2] = 0
+    expected = layer(x, attention_mask=mask)[0]
+    expected_grads = torch.autograd.grad(expected.pow(2).sum(), [x, *layer.parameters()])
+    monkeypatch.setenv('RAMNET_FLA_BACKEND', 'triton')
+    out = layer(x, attention_mask=mask)[0]
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    grads = torch.autograd.grad(out.pow(2).sum(), [x, *layer.parameters()])
+    for g, r in zip(grads, expected_grads):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-4)
+    with torch.no_grad():                                     # prefill, then one decoding step
+        cache = Cache()
+        prefill, _, cache = layer(x[:, :6], attention_mask=mask[:, :6], past_key_values=cache, use_cache=True)
+        step, _, cache = layer(x[:, 6:], attention_mask=mask, past_key_values=cache, use_cache=True)
+    decoded = torch.cat([prefill, step], 1)
+    torch.testing.assert_close(decoded[mask.bool()], expected[mask.bool()], rtol=1e-5, atol=1e-5)

@@ -12,13 +12,19 @@ from fla.modules import GatedMLP as FlaGatedMLP
 from fla.modules import RMSNorm as FlaRMSNorm
 from fla.modules import ShortConvolution as FlaShortConvolution
 
+from fla.modules.activations import logsigmoid as fla_logsigmoid
+from fla.modules.activations import sigmoid as fla_sigmoid
+from fla.modules.activations import swish as fla_swish
+
 from ramnet_fla.modules import (
     FusedRMSNormGated,
     GatedMLP,
     RMSNorm,
     ShortConvolution,
     causal_conv1d_torch,
+    logsigmoid,
     make_cpu_capable,
+    sigmoid,
     swish,
 )
 
@@ -167,6 +173,14 @@ def test_gated_mlp_matches_formula(hidden_act):
     assert list(mlp.state_dict()) == list(FlaGatedMLP(16, intermediate_size=24, hidden_act=hidden_act).state_dict())
 
 
+def test_activations_match_torch():
+    x = torch.randn(3, 7, dtype=torch.bfloat16)
+    assert swish(x).dtype == torch.bfloat16
+    torch.testing.assert_close(swish(x), F.silu(x.float()).to(torch.bfloat16))
+    torch.testing.assert_close(sigmoid(x), torch.sigmoid(x.float()).to(torch.bfloat16))
+    torch.testing.assert_close(logsigmoid(x.float(), 4.0), F.logsigmoid(x.float()) / 4)
+
+
 def test_make_cpu_capable_swaps_classes_and_keeps_weights():
     torch.manual_seed(8)
     layer = GatedLinearAttention(hidden_size=32, num_heads=2, use_short_conv=True, fuse_norm=False, layer_idx=0)
@@ -246,3 +260,6 @@ def test_norms_and_mlp_match_fla_triton():
         torch.testing.assert_close(gated(x, g), fla_forward(gated, x, g), rtol=1e-5, atol=1e-5)
     mlp = GatedMLP(16, intermediate_size=32, fuse_swiglu=True)
     torch.testing.assert_close(mlp(x), fla_forward(mlp, x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(swish(x), fla_swish(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(sigmoid(x), fla_sigmoid(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logsigmoid(x, 2.0), fla_logsigmoid(x, 2.0), rtol=1e-5, atol=1e-5)

@@ -43,8 +43,10 @@ def _easy_run(**kwargs) -> MQARRun:
     return MQARRun(**settings)
 
 
-def test_easy_task_is_learned_and_recorded():
-    record = train_mqar(_easy_run(), device='cpu', progress=False)
+def test_easy_task_is_learned_recorded_and_ends_the_lr_sweep(tmp_path):
+    records = run_sweep([_easy_run()], tmp_path / 'r.json', learning_rates=[3e-3, 1e-2], device='cpu', progress=False)
+    assert len(records) == 1, "the lr sweep stops at the first rate that reaches the target"
+    record = records[0]
     assert record['accuracy'] >= 0.95, record['curve']
     assert record['steps'] < 300, "early stop at the target accuracy"
     assert record['curve'][-1] == [record['steps'], record['accuracy']]
@@ -53,10 +55,10 @@ def test_easy_task_is_learned_and_recorded():
 
 
 def test_training_is_reproducible_and_depends_on_the_seed():
-    run = _easy_run(steps=20, eval_every=10, target_accuracy=1.1)
+    run = _easy_run(steps=6, eval_every=3, num_test=64, target_accuracy=1.1)
     a, b = train_mqar(run, device='cpu', progress=False), train_mqar(run, device='cpu', progress=False)
-    c = train_mqar(_easy_run(steps=20, eval_every=10, target_accuracy=1.1, seed=1), device='cpu', progress=False)
-    assert a['curve'] == b['curve'] and a['steps'] == b['steps'] == 20
+    c = train_mqar(_easy_run(steps=6, eval_every=3, num_test=64, target_accuracy=1.1, seed=1), device='cpu', progress=False)
+    assert a['curve'] == b['curve'] and a['steps'] == b['steps'] == 6
     assert a['curve'] != c['curve']
 
 
@@ -85,7 +87,7 @@ def test_evaluate_scores_only_query_positions():
 
 def test_sweep_resumes_from_its_results_file(tmp_path, monkeypatch):
     path = tmp_path / 'results.json'
-    runs = [_easy_run(steps=4, eval_every=2, target_accuracy=1.1, seed=s) for s in (0, 1)]
+    runs = [_easy_run(steps=4, eval_every=2, num_test=64, target_accuracy=1.1, seed=s) for s in (0, 1)]
     first = run_sweep(runs, path, learning_rates=[1e-3, 3e-3], device='cpu', progress=False)
     assert len(first) == 4 and len(load_results(path)) == 4
     assert [r['lr'] for r in first] == [1e-3, 3e-3, 1e-3, 3e-3]
@@ -103,12 +105,6 @@ def test_sweep_resumes_from_its_results_file(tmp_path, monkeypatch):
     assert len(calls) == 1 and calls[0].seed == 1 and calls[0].lr == 3e-3
     assert resumed[-1]['curve'] == first[-1]['curve'], "the retrained run reproduces the lost record"
     assert len(best_per_config(resumed)) == 2
-
-
-def test_lr_sweep_stops_once_the_target_is_reached(tmp_path):
-    run = _easy_run()
-    records = run_sweep([run], tmp_path / 'r.json', learning_rates=[3e-3, 1e-2], device='cpu', progress=False)
-    assert len(records) == 1 and records[0]['accuracy'] >= 0.95
 
 
 def test_model_shapes_and_tied_head():

@@ -40,7 +40,7 @@ class RAMNetConfig(PreTrainedConfig):
             override a layer's choice (hook `ramnet_fla_select_mixer`).
         vocab_size, hidden_size, num_hidden_layers: the usual sizes.
         hidden_ratio, intermediate_size, hidden_act: the GatedMLP ('swish' or 'powlu').
-        max_position_embeddings, norm_eps, elementwise_affine, initializer_range,
+        max_position_embeddings, norm_eps, initializer_range,
         use_cache, pad_token_id, bos_token_id, eos_token_id, tie_word_embeddings: as in fla.
         fuse_norm, fuse_swiglu, fuse_cross_entropy, fuse_linear_cross_entropy, use_l2warp: fla's
             fused kernels; on the CPU the same math runs in PyTorch whatever the flags say.
@@ -59,7 +59,6 @@ class RAMNetConfig(PreTrainedConfig):
         intermediate_size: int | None = None,
         hidden_act: str = 'swish',
         max_position_embeddings: int = 2048,
-        elementwise_affine: bool | None = True,
         norm_eps: float = 1e-6,
         use_cache: bool = True,
         pad_token_id: int | None = None,
@@ -98,7 +97,6 @@ class RAMNetConfig(PreTrainedConfig):
         self.intermediate_size = intermediate_size
         self.hidden_act = hidden_act
         self.max_position_embeddings = max_position_embeddings
-        self.elementwise_affine = elementwise_affine
         self.norm_eps = norm_eps
         self.use_cache = use_cache
         self.initializer_range = initializer_range
@@ -120,7 +118,8 @@ class RAMNetConfig(PreTrainedConfig):
         before any plugin's `ramnet_fla_select_mixer` hook is consulted."""
         if isinstance(layer_idx, bool) or not isinstance(layer_idx, int) or not 0 <= layer_idx < self.num_hidden_layers:
             raise ValueError(f"`layer_idx` must be an int in [0, {self.num_hidden_layers}), got {layer_idx!r}")
-        return normalize_mixer_spec(self.mixers[layer_idx % len(self.mixers)], where=f'mixers[{layer_idx % len(self.mixers)}]')
+        position = layer_idx % len(self.mixers)
+        return normalize_mixer_spec(self.mixers[position], where=f'mixers[{position}]')
 
     @property
     def layer_mixer_names(self) -> list[str]:

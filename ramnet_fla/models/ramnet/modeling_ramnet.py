@@ -109,6 +109,17 @@ class RAMNetModel(RAMNetPreTrainedModel, FLAModel):
         self.gradient_checkpointing = False
         self.post_init()
 
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, past_key_values=None, **kwargs):
+        """As fla's FLAModel.forward. transformers >= 5.2x hands the decoding cache back as `cache=`
+        (fla 0.6 reads only `past_key_values`, so it would silently decode without state): accept both."""
+        cache = kwargs.pop('cache', None)
+        if cache is not None:
+            if past_key_values is not None and past_key_values is not cache:
+                raise ValueError("pass the decoding cache as `past_key_values` or as `cache`, not two different ones")
+            past_key_values = cache
+        return super().forward(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
+                               past_key_values=past_key_values, **kwargs)
+
 
 class RAMNetForCausalLM(RAMNetPreTrainedModel, FLAForCausalLM, FLAUnsupportedCacheGenerationMixin):
     """RAMNetModel with a language-model head; `generate` runs with fla's recurrent Cache."""

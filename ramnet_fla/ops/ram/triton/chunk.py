@@ -48,6 +48,7 @@ from ramnet_fla.ops.ram.triton.utils import CLAMP, EPS, kernel_dtype, log1p, new
 @triton.jit(do_not_specialize=['E'])
 def chunk_ram_fwd_chain_kernel(
     event_order,
+    group_offsets,
     segment_offsets,
     segment_rows,
     write_weight,
@@ -74,41 +75,43 @@ def chunk_ram_fwd_chain_kernel(
     of each segment. write_weight [E], v [Ntok*H, V], gamma [Ntok*H]; memory0/memory [N*H*M, V],
     mass0/mass [N*H*M]. Saves prev_memory/prev_mass [E, V]/[E] (slot before each write) and
     read_memory/read_mass (slot at each read)."""
-    i_s, i_v = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
-    bos, eos = tl.load(segment_offsets + i_s).to(tl.int64), tl.load(segment_offsets + i_s + 1).to(tl.int64)
-    i_row = tl.load(segment_rows + i_s).to(tl.int64)
+    i_g, i_v = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     o_v = i_v * BV + tl.arange(0, BV)
     m_v = o_v < V
     is_first_block = i_v == 0
 
-    if USE_INITIAL_STATE:
-        b_h = tl.load(memory0 + i_row * V + o_v, mask=m_v, other=0).to(ACC)
-        b_z = tl.load(mass0 + i_row).to(ACC)
-    else:
-        b_h = tl.zeros([BV], dtype=ACC)
-        b_z = tl.zeros([], dtype=ACC)
-
-    for i_e in range(bos, eos):
-        i_ev = tl.load(event_order + i_e).to(tl.int64)
-        if i_ev < E:
-            # a write: S <- lambda S + w v, z <- lambda z + w; save the slot as it was before
-            i_th = i_ev // K
-            b_w = tl.load(write_weight + i_ev).to(ACC)
-            b_lam = pdma_retain(b_w, tl.load(gamma + i_th).to(ACC))
-            b_v = tl.load(v + i_th * V + o_v, mask=m_v, other=0).to(ACC)
-            tl.store(prev_memory + i_ev * V + o_v, b_h.to(prev_memory.dtype.element_ty), mask=m_v)
-            tl.store(prev_mass + i_ev, b_z.to(prev_mass.dtype.element_ty), mask=is_first_block)
-            b_h = b_lam * b_h + b_w * b_v
-            b_z = b_lam * b_z + b_w
+    for i_s in range(tl.load(group_offsets + i_g).to(tl.int64), tl.load(group_offsets + i_g + 1).to(tl.int64)):
+        bos = tl.load(segment_offsets + i_s).to(tl.int64)
+        eos = tl.load(segment_offsets + i_s + 1).to(tl.int64)
+        i_row = tl.load(segment_rows + i_s).to(tl.int64)
+        if USE_INITIAL_STATE:
+            b_h = tl.load(memory0 + i_row * V + o_v, mask=m_v, other=0).to(ACC)
+            b_z = tl.load(mass0 + i_row).to(ACC)
         else:
-            # a read sees the slot after this token's write (writes sort first within a token)
-            i_x = i_ev - E
-            tl.store(read_memory + i_x * V + o_v, b_h.to(read_memory.dtype.element_ty), mask=m_v)
-            tl.store(read_mass + i_x, b_z.to(read_mass.dtype.element_ty), mask=is_first_block)
+            b_h = tl.zeros([BV], dtype=ACC)
+            b_z = tl.zeros([], dtype=ACC)
 
-    if STORE_FINAL_STATE:
-        tl.store(memory + i_row * V + o_v, b_h.to(memory.dtype.element_ty), mask=m_v)
-        tl.store(mass + i_row, b_z.to(mass.dtype.element_ty), mask=is_first_block)
+        for i_e in range(bos, eos):
+            i_ev = tl.load(event_order + i_e).to(tl.int64)
+            if i_ev < E:
+                # a write: S <- lambda S + w v, z <- lambda z + w; save the slot as it was before
+                i_th = i_ev // K
+                b_w = tl.load(write_weight + i_ev).to(ACC)
+                b_lam = pdma_retain(b_w, tl.load(gamma + i_th).to(ACC))
+                b_v = tl.load(v + i_th * V + o_v, mask=m_v, other=0).to(ACC)
+                tl.store(prev_memory + i_ev * V + o_v, b_h.to(prev_memory.dtype.element_ty), mask=m_v)
+                tl.store(prev_mass + i_ev, b_z.to(prev_mass.dtype.element_ty), mask=is_first_block)
+                b_h = b_lam * b_h + b_w * b_v
+                b_z = b_lam * b_z + b_w
+            else:
+                # a read sees the slot after this token's write (writes sort first within a token)
+                i_x = i_ev - E
+                tl.store(read_memory + i_x * V + o_v, b_h.to(read_memory.dtype.element_ty), mask=m_v)
+                tl.store(read_mass + i_x, b_z.to(read_mass.dtype.element_ty), mask=is_first_block)
+
+        if STORE_FINAL_STATE:
+            tl.store(memory + i_row * V + o_v, b_h.to(memory.dtype.element_ty), mask=m_v)
+            tl.store(mass + i_row, b_z.to(mass.dtype.element_ty), mask=is_first_block)
 
 
 @triton.autotune(
@@ -154,6 +157,7 @@ def chunk_ram_fwd_o_kernel(
 @triton.jit(do_not_specialize=['E', 'S'])
 def chunk_ram_bwd_chain_kernel(
     event_order,
+    group_offsets,
     segment_offsets,
     segment_rows,
     read_weight,
@@ -185,56 +189,58 @@ def chunk_ram_bwd_chain_kernel(
     """Reverse walk of each segment with the slot's adjoint (dS [BV], dz). Scalar gradients are
     partial sums over this program's V-block, stored at [i_v, ...] of [NV, E] (or [NV, S]) buffers;
     dmass from the final state enters in V-block 0 only, so the partials add up to the gradient."""
-    i_s, i_v = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
-    bos, eos = tl.load(segment_offsets + i_s).to(tl.int64), tl.load(segment_offsets + i_s + 1).to(tl.int64)
-    i_row = tl.load(segment_rows + i_s).to(tl.int64)
+    i_g, i_v = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     o_v = i_v * BV + tl.arange(0, BV)
     m_v = o_v < V
     is_first_block = i_v == 0
 
-    if USE_FINAL_STATE_GRADIENT:
-        b_dh = tl.load(dmemory + i_row * V + o_v, mask=m_v, other=0).to(ACC)
-        b_dz = tl.load(dmass + i_row, mask=is_first_block, other=0).to(ACC)
-    else:
-        b_dh = tl.zeros([BV], dtype=ACC)
-        b_dz = tl.zeros([], dtype=ACC)
-
-    for i_step in range(0, eos - bos):
-        i_ev = tl.load(event_order + eos - 1 - i_step).to(tl.int64)
-        if i_ev >= E:
-            # a read o += r * S / (z + eps): gradient to r, and into the slot's adjoint
-            i_x = i_ev - E
-            b_r = tl.load(read_weight + i_x).to(ACC)
-            b_s = tl.load(read_memory + i_x * V + o_v, mask=m_v, other=0).to(ACC)
-            b_den = tl.load(read_mass + i_x).to(ACC) + EPS
-            b_do = tl.load(do + (i_x // K) * V + o_v, mask=m_v, other=0).to(ACC)
-            b_dot = tl.sum(b_do * b_s, 0)
-            tl.store(dread_weight_partial + i_v * E + i_x, (b_dot / b_den).to(dread_weight_partial.dtype.element_ty))
-            b_dh += (b_r / b_den) * b_do
-            b_dz -= b_r * b_dot / (b_den * b_den)
+    for i_s in range(tl.load(group_offsets + i_g).to(tl.int64), tl.load(group_offsets + i_g + 1).to(tl.int64)):
+        bos = tl.load(segment_offsets + i_s).to(tl.int64)
+        eos = tl.load(segment_offsets + i_s + 1).to(tl.int64)
+        i_row = tl.load(segment_rows + i_s).to(tl.int64)
+        if USE_FINAL_STATE_GRADIENT:
+            b_dh = tl.load(dmemory + i_row * V + o_v, mask=m_v, other=0).to(ACC)
+            b_dz = tl.load(dmass + i_row, mask=is_first_block, other=0).to(ACC)
         else:
-            # a write S = lambda S_prev + w v, z = lambda z_prev + w, lambda = (1 - min(w, clamp)) ** gamma
-            i_th = i_ev // K
-            b_w = tl.load(write_weight + i_ev).to(ACC)
-            b_gamma = tl.load(gamma + i_th).to(ACC)
-            b_wc = tl.minimum(b_w, CLAMP)
-            b_log_keep = log1p(-b_wc)
-            b_lam = tl.exp(b_gamma * b_log_keep)
-            b_s_prev = tl.load(prev_memory + i_ev * V + o_v, mask=m_v, other=0).to(ACC)
-            b_z_prev = tl.load(prev_mass + i_ev).to(ACC)
-            b_v = tl.load(v + i_th * V + o_v, mask=m_v, other=0).to(ACC)
-            b_dlam = tl.sum(b_dh * b_s_prev, 0) + b_dz * b_z_prev
-            b_dw = tl.sum(b_dh * b_v, 0) + b_dz
-            b_dw -= tl.where(b_w < CLAMP, b_dlam * b_lam * b_gamma / (1 - b_wc), 0)
-            tl.store(dwrite_weight_partial + i_v * E + i_ev, b_dw.to(dwrite_weight_partial.dtype.element_ty))
-            tl.store(dgamma_partial + i_v * E + i_ev, (b_dlam * b_lam * b_log_keep).to(dgamma_partial.dtype.element_ty))
-            tl.store(dv_event + i_ev * V + o_v, (b_w * b_dh).to(dv_event.dtype.element_ty), mask=m_v)
-            b_dh = b_lam * b_dh
-            b_dz = b_lam * b_dz
+            b_dh = tl.zeros([BV], dtype=ACC)
+            b_dz = tl.zeros([], dtype=ACC)
 
-    if USE_INITIAL_STATE:
-        tl.store(dmemory0 + i_row * V + o_v, b_dh.to(dmemory0.dtype.element_ty), mask=m_v)
-        tl.store(dmass0_partial + i_v * S + i_s, b_dz.to(dmass0_partial.dtype.element_ty))
+        for i_step in range(0, eos - bos):
+            i_ev = tl.load(event_order + eos - 1 - i_step).to(tl.int64)
+            if i_ev >= E:
+                # a read o += r * S / (z + eps): gradient to r, and into the slot's adjoint
+                i_x = i_ev - E
+                b_r = tl.load(read_weight + i_x).to(ACC)
+                b_s = tl.load(read_memory + i_x * V + o_v, mask=m_v, other=0).to(ACC)
+                b_den = tl.load(read_mass + i_x).to(ACC) + EPS
+                b_do = tl.load(do + (i_x // K) * V + o_v, mask=m_v, other=0).to(ACC)
+                b_dot = tl.sum(b_do * b_s, 0)
+                tl.store(dread_weight_partial + i_v * E + i_x, (b_dot / b_den).to(dread_weight_partial.dtype.element_ty))
+                b_dh += (b_r / b_den) * b_do
+                b_dz -= b_r * b_dot / (b_den * b_den)
+            else:
+                # a write S = lambda S_prev + w v, z = lambda z_prev + w, lambda = (1 - min(w, clamp)) ** gamma
+                i_th = i_ev // K
+                b_w = tl.load(write_weight + i_ev).to(ACC)
+                b_gamma = tl.load(gamma + i_th).to(ACC)
+                b_wc = tl.minimum(b_w, CLAMP)
+                b_log_keep = log1p(-b_wc)
+                b_lam = tl.exp(b_gamma * b_log_keep)
+                b_s_prev = tl.load(prev_memory + i_ev * V + o_v, mask=m_v, other=0).to(ACC)
+                b_z_prev = tl.load(prev_mass + i_ev).to(ACC)
+                b_v = tl.load(v + i_th * V + o_v, mask=m_v, other=0).to(ACC)
+                b_dlam = tl.sum(b_dh * b_s_prev, 0) + b_dz * b_z_prev
+                b_dw = tl.sum(b_dh * b_v, 0) + b_dz
+                b_dw -= tl.where(b_w < CLAMP, b_dlam * b_lam * b_gamma / (1 - b_wc), 0)
+                tl.store(dwrite_weight_partial + i_v * E + i_ev, b_dw.to(dwrite_weight_partial.dtype.element_ty))
+                tl.store(dgamma_partial + i_v * E + i_ev, (b_dlam * b_lam * b_log_keep).to(dgamma_partial.dtype.element_ty))
+                tl.store(dv_event + i_ev * V + o_v, (b_w * b_dh).to(dv_event.dtype.element_ty), mask=m_v)
+                b_dh = b_lam * b_dh
+                b_dz = b_lam * b_dz
+
+        if USE_INITIAL_STATE:
+            tl.store(dmemory0 + i_row * V + o_v, b_dh.to(dmemory0.dtype.element_ty), mask=m_v)
+            tl.store(dmass0_partial + i_v * S + i_s, b_dz.to(dmass0_partial.dtype.element_ty))
 
 
 def value_block(value_dim: int) -> int:

@@ -30,6 +30,8 @@ from ramnet_fla.ops.ram.triton.utils import EPS, address_blocks, beam_topk_row, 
 @triton.autotune(
     configs=[triton.Config({}, num_warps=num_warps) for num_warps in [1, 2, 4, 8]],
     key=['U', 'DP', 'K', 'BV'],
+    # the kernel updates the state in place: autotuning's trial runs must not advance it
+    restore_value=['memory', 'mass'],
     **autotune_cache_kwargs,
 )
 @triton.jit(do_not_specialize=['T'])
