@@ -4,9 +4,10 @@
 
 Every figure is a median over `--reps` runs after a warm-up, timed with time.perf_counter, with the
 baselines (fla's `naive_recurrent_gla` and DeltaNet's `delta_rule_recurrence`) measured in the same
-process and interleaved with it (round-robin), so ratios hold up even on a loaded machine. Peak memory is the high-water mark of
-tensor bytes allocated by torch's CPU allocator during the call (torch.profiler memory events, see
-`peak_tensor_bytes`); `--rss` adds the growth of the process' peak RSS, one subprocess per M.
+process and interleaved with it (round-robin), so ratios hold up even on a loaded machine. Peak
+memory is the high-water mark of the tensor bytes torch's CPU allocator hands out during the call
+(torch.profiler memory events, see `peak_tensor_bytes`); `--rss` adds the growth of the process'
+peak RSS, measured in one fresh subprocess per M.
 
 The workload builders here are shared with the pytest-benchmark suite (benchmarks/test_bench_ops.py).
 """
@@ -143,6 +144,18 @@ def peak_tensor_bytes(fn: Callable[[], None]) -> int:
     return peak
 
 
+def decode_address_step(num_factors: int) -> Callable[[], None]:
+    """Only the addressing of one decoding token (read and write Top-K), to show what grows with U."""
+    from ramnet_fla.ops.ram import ram_address
+    q, k, _, _ = ram_inputs(num_factors, batch=1, seq_len=1, heads=DECODE_HEADS, requires_grad=False)
+
+    @torch.no_grad()
+    def step():
+        ram_address(q, num_factors, TOPK)
+        ram_address(k, num_factors, TOPK)
+    return step
+
+
 def interleaved_medians(steps: dict[str, Callable[[], None]], reps: int = 5, warmup: int = 1,
                         calls: int = 1) -> dict[str, float]:
     """Median seconds per call of each step, timed round-robin (A B C A B C ...) so that a load
@@ -211,12 +224,12 @@ def run(reps: int, threads: int, with_rss: bool) -> dict:
         'deltanet_recurrent': deltanet_train_step('recurrent'),
         'deltanet_chunkwise': deltanet_train_step('chunkwise'),
     }, reps))
-    times = interleaved_medians({U: ram_train_step(U) for U in TRAIN_FACTORS}, reps)
-    times_final = interleaved_medians({U: ram_train_step(U, output_final_state=True) for U in TRAIN_FACTORS}, reps)
+    times = interleaved_medians({(U, final): ram_train_step(U, output_final_state=final)
+                                 for U in TRAIN_FACTORS for final in (False, True)}, reps)
     results['train'] = {}
     for U in TRAIN_FACTORS:
-        row = {'time': times[U], 'peak': peak_tensor_bytes(ram_train_step(U)),
-               'time_final_state': times_final[U],
+        row = {'time': times[U, False], 'peak': peak_tensor_bytes(ram_train_step(U)),
+               'time_final_state': times[U, True],
                'peak_final_state': peak_tensor_bytes(ram_train_step(U, output_final_state=True))}
         if with_rss:
             row['rss'] = rss_peak_growth(U, threads)
@@ -224,8 +237,10 @@ def run(reps: int, threads: int, with_rss: bool) -> dict:
     steps, tables = {}, {}
     for U in DECODE_FACTORS:
         steps[U], tables[U] = decode_step(U)
+        steps['address', U] = decode_address_step(U)
     per_token = interleaved_medians(steps, reps, warmup=2, calls=100)
-    results['decode'] = {U: {'time': per_token[U], 'table': tables[U]} for U in DECODE_FACTORS}
+    results['decode'] = {U: {'time': per_token[U], 'address': per_token['address', U], 'table': tables[U]}
+                         for U in DECODE_FACTORS}
     return results
 
 
@@ -245,7 +260,8 @@ def report(results: dict) -> str:
         '|---|---|---|---|',
         f'| chunk_ram fwd+bwd / naive_recurrent_gla fwd+bwd (M=4^5) | {ram / gla:.3f} | <= 0.5 | '
         f'{verdict(ram / gla, TARGETS["train_vs_gla"])} |',
-        f'| chunk_ram time M=4^8 / M=4^5 | {train_growth:.3f} | <= 1.5 | {verdict(train_growth, TARGETS["train_m_growth"])} |',
+        f'| chunk_ram time M=4^8 / M=4^5 | {train_growth:.3f} | <= 1.5 | '
+        f'{verdict(train_growth, TARGETS["train_m_growth"])} |',
         f'| chunk_ram peak memory growth M=4^5 -> 4^8 | {mib(peak_growth)} | <= table growth {mib(table_growth)} | '
         f'{"met" if peak_growth <= table_growth else "MISSED"} |',
         f'| fused_recurrent_ram time per token M=4^10 / M=4^5 | {decode_growth:.3f} | <= 2.0 | '
@@ -280,13 +296,15 @@ def report(results: dict) -> str:
         '',
         '(c) fused_recurrent_ram, one token, batch 1, H=8, V=64, K=8, state updated in place',
         '',
-        '| M | time per token | / time(4^5) | table (memory + mass) |',
-        '|---|---|---|---|',
+        '| M | time per token | / time(4^5) | addressing alone (2 x ram_address, U steps each) '
+        '| table (memory + mass) |',
+        '|---|---|---|---|---|',
     ]
     for U in DECODE_FACTORS:
         row = decode[U]
         lines.append(f'| 4^{U} = {FACTOR_DIM ** U:,} | {row["time"] * 1e6:.0f} us | '
-                     f'{row["time"] / decode[d_first]["time"]:.2f} | {mib(row["table"])} |')
+                     f'{row["time"] / decode[d_first]["time"]:.2f} | {row["address"] * 1e6:.0f} us | '
+                     f'{mib(row["table"])} |')
     return '\n'.join(lines)
 
 

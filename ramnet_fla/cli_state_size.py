@@ -46,6 +46,10 @@ def _millions(value) -> str:
     return '?' if value is None else f"{value / 1e6:.2f}M"
 
 
+def _count(value) -> str:
+    return '? (no state_size registered)' if value is None else str(value)
+
+
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     sizes = state_size(config, args.seq_len)
@@ -55,8 +59,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.config}: {config.num_hidden_layers} layers, width {config.hidden_size}, "
           f"{args.seq_len} tokens per sequence")
     rows = [('LAYER', 'MIXER', 'TOTAL', 'ACTIVE')]
-    rows += [(str(layer['layer']), layer['mixer'], str(layer['total']), str(layer['active'])) for layer in sizes['layers']]
-    rows += [('sum', '', f"{sizes['total']} ({_millions(sizes['total'])})", f"{sizes['active']} ({_millions(sizes['active'])})")]
+    rows += [(str(layer['layer']), layer['mixer'], _count(layer['total']), _count(layer['active']))
+             for layer in sizes['layers']]
+    rows += [('sum', '', f"{'?' if sizes['total'] is None else sizes['total']} ({_millions(sizes['total'])})",
+              f"{'?' if sizes['active'] is None else sizes['active']} ({_millions(sizes['active'])})")]
     widths = [max(len(row[c]) for row in rows) for c in range(4)]
     for row in rows:
         print(f"{row[0]:>{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]:>{widths[3]}}")

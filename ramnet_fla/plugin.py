@@ -97,13 +97,16 @@ class RAMNetPluginManager(pluggy.PluginManager):
         name = super().register(plugin, name)
         if name is None:                                            # blocked
             return None
-        unknown = [hook.name for hook in self.get_hookcallers(plugin) or () if not hook.has_spec()]
-        if unknown:
+        hooks = self.get_hookcallers(plugin) or ()
+        unknown = [hook.name for hook in hooks if not hook.has_spec()]
+        wrappers = [hook.name for hook in hooks for impl in hook.get_hookimpls()
+                    if impl.plugin is plugin and (impl.wrapper or impl.hookwrapper)]
+        if unknown or wrappers:
             self.unregister(plugin)
             known = sorted(n for n in vars(hookspecs) if n.startswith(PROJECT_NAME + '_'))
-            raise pluggy.PluginValidationError(
-                plugin, f"plugin {name!r} implements unknown hook(s) {unknown}; known hooks: {known}"
-            )
+            problem = (f"implements unknown hook(s) {unknown}; known hooks: {known}" if unknown
+                       else f"implements {wrappers} as a wrapper, which ramnet_fla hooks do not support")
+            raise pluggy.PluginValidationError(plugin, f"plugin {name!r} {problem}")
         self.sources.setdefault(name, f"object {plugin!r}")
         self._mixers = None
         return name

@@ -51,6 +51,7 @@ def test_state_size_of_a_config_file(tmp_path, capsys):
     for source in (tmp_path, tmp_path / 'config.json'):
         assert main(['state-size', str(source), '--seq-len', '3', '--json']) == 0
         sizes = json.loads(capsys.readouterr().out)
-        assert [(layer['mixer'], layer['total']) for layer in sizes['layers']] == [('gla', 4 * 8 * 16), ('attention', 2 * 3 * 64)]
+        assert [(layer['mixer'], layer['total']) for layer in sizes['layers']] == \
+            [('gla', 4 * 8 * 16), ('attention', 2 * 3 * 64)]
     with pytest.raises(SystemExit, match="neither a preset"):
         main(['state-size', str(tmp_path / 'missing.json')])

@@ -1,8 +1,9 @@
 """`ramnet-fla mqar`: multi-query associative recall, RAM-Net against GLA and DeltaNet.
 
---quick (the default): `ram`, `gla` and `deltanet` at the same width (64), 2 layers, on 16
-key/value pairs at T=64, the same data, steps and learning rate, on the CPU in minutes. 16 pairs at
-T=64 is where a fixed-size state starts to fail (SPEC section 3).
+--quick (the default): `ram` (M = 4**5 = 1,024), `gla` and `deltanet` at the same width (64),
+2 layers, on 16 key/value pairs at T=64, the same data, steps and learning rate, on the CPU in
+minutes. 16 pairs at T=64 is where a fixed-size state starts to fail (SPEC section 3). Every mixer
+gets the same address prior (`ramnet_fla.mqar.address_prior`) unless --no-prior.
 --full: the sweep behind a Zoology Figure-3-style plot (sequence lengths 64..1024, up to T/4 pairs,
 widths 64..256, RAM's M from 4**3 to 4**8 at a fixed parameter count, a learning-rate sweep per
 point). Long: meant for a GPU, and resumable (rerun the same command to continue).
@@ -18,6 +19,7 @@ import os
 
 import torch
 
+from ramnet_fla.mqar.address_prior import mixer_with_address_prior
 from ramnet_fla.mqar.data import MQARTask
 from ramnet_fla.mqar.train import MQARRun, best_per_config, run_sweep
 
@@ -39,18 +41,24 @@ def ram_spec(num_factors: int = 3, factor_dim: int = 4, topk: int = 8, **kwargs)
     return mixer_spec('ram', num_factors=num_factors, factor_dim=factor_dim, topk=topk, **kwargs)
 
 
-def quick_runs(seed: int, steps: int, lr: float, mixers=QUICK_MIXERS, num_test: int = 1000) -> list[MQARRun]:
-    """Same task, width, data, steps and lr for every mixer."""
-    specs = {'ram': ram_spec(), 'gla': mixer_spec('gla'), 'deltanet': mixer_spec('deltanet')}
+def quick_runs(seed: int, steps: int, lr: float, mixers=QUICK_MIXERS, num_test: int = 1000,
+               prior: bool = True) -> list[MQARRun]:
+    """Same task, width, data, steps and lr for every mixer; RAM at its default M = 4**5 = 1,024.
+
+    prior: give every mixer the same address prior (`ramnet_fla.mqar.address_prior`: tied q/k
+    projections, write logits delayed by one token at init); without it RAM at M=1,024 stalls.
+    """
+    specs = {'ram': ram_spec(num_factors=5), 'gla': mixer_spec('gla'), 'deltanet': mixer_spec('deltanet')}
     runs = []
     for name in mixers:
         spec = specs.get(name, {'name': name})
-        runs.append(MQARRun(mixer=spec, label=name, d_model=64, task=QUICK_TASK, lr=lr, steps=steps,
-                            batch_size=64, eval_every=50, num_test=num_test, seed=seed))
+        mixer = mixer_with_address_prior(spec) if prior else spec
+        runs.append(MQARRun(mixer=mixer, label=name + ('+prior' if prior else ''), d_model=64, task=QUICK_TASK,
+                            lr=lr, steps=steps, batch_size=64, eval_every=50, num_test=num_test, seed=seed))
     return runs
 
 
-def full_runs(seed: int, steps: int) -> list[MQARRun]:
+def full_runs(seed: int, steps: int, prior: bool = True) -> list[MQARRun]:
     """The Figure-3-style sweep: every (T, pairs, width) for GLA, DeltaNet and RAM at each M."""
     runs = []
     for seq_len in (64, 128, 256, 512, 1024):
@@ -61,7 +69,8 @@ def full_runs(seed: int, steps: int) -> list[MQARRun]:
                 specs = [('gla', mixer_spec('gla', heads)), ('deltanet', mixer_spec('deltanet', heads))]
                 specs += [(f"ram-M{d ** u}", ram_spec(u, d, num_heads=heads)) for u, d in FULL_RAM_ADDRESSES]
                 for label, spec in specs:
-                    runs.append(MQARRun(mixer=spec, label=label, d_model=width, task=task, steps=steps,
+                    mixer = mixer_with_address_prior(spec) if prior else spec
+                    runs.append(MQARRun(mixer=mixer, label=label + ('+prior' if prior else ''), d_model=width, task=task, steps=steps,
                                         batch_size=64, eval_every=250, num_test=1000, seed=seed))
     return runs
 
@@ -109,11 +118,12 @@ def run(args: argparse.Namespace) -> int:
     os.makedirs(args.out, exist_ok=True)
     results_path = os.path.join(args.out, 'results.json')
     if args.full:
-        runs = full_runs(args.seed, args.steps or 4000)
+        runs = full_runs(args.seed, args.steps or 4000, prior=not args.no_prior)
         learning_rates = args.lr or FULL_LEARNING_RATES
     else:
-        runs = quick_runs(args.seed, args.steps or 600, (args.lr or [1e-3])[0],
-                          mixers=tuple(args.mixers) if args.mixers else QUICK_MIXERS, num_test=args.num_test)
+        runs = quick_runs(args.seed, args.steps or 500, (args.lr or [1e-3])[0],
+                          mixers=tuple(args.mixers) if args.mixers else QUICK_MIXERS, num_test=args.num_test,
+                          prior=not args.no_prior)
         learning_rates = args.lr
     device = args.device or None
     records = run_sweep(runs, results_path, learning_rates=learning_rates, device=device,
@@ -135,9 +145,11 @@ def register(subparsers) -> None:
     mode.add_argument('--full', action='store_true', help='the full Figure-3-style sweep (long; resumable)')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--out', default='runs/mqar', help='output folder (default runs/mqar)')
-    parser.add_argument('--steps', type=int, default=None, help='steps per run (quick 600, full 4000)')
+    parser.add_argument('--steps', type=int, default=None, help='steps per run (quick 500, full 4000)')
     parser.add_argument('--lr', type=float, nargs='+', default=None,
                         help='learning rate(s) to sweep (quick: 1e-3; full: 3e-4 1e-3 3e-3)')
+    parser.add_argument('--no-prior', action='store_true',
+                        help='plain layers, without the address prior (RAM at M=1,024 then stalls)')
     parser.add_argument('--num-test', type=int, default=1000, help='quick mode: held-out examples (default 1000)')
     parser.add_argument('--mixers', nargs='+', default=None, help='quick mode: the registered mixers to compare')
     parser.add_argument('--device', default=None, help='cpu or cuda (default: cuda when present)')

@@ -164,11 +164,14 @@ class MQARModel(nn.Module):
 def mixer_state_size(spec: MixerSpec, module: nn.Module, hidden_size: int, seq_len: int) -> dict | None:
     """{'total': ..., 'active': ...} state entries per sequence of one mixer, or None if unknown.
 
-    Asks the plugin manager's state accounting for registered mixers; a module may instead expose
+    Asks the plugin manager's state accounting for registered mixers (also behind a factory that
+    carries its registered spec as `factory.spec`); a module may instead expose
     `state_size(seq_len) -> dict` itself.
     """
     if hasattr(module, 'state_size'):
         return dict(module.state_size(seq_len))
+    if callable(spec) and isinstance(getattr(spec, 'spec', None), dict):      # a factory wrapping a registered mixer
+        spec = {k: v for k, v in spec.spec.items() if k != 'address_prior'}
     if isinstance(spec, (str, dict)):
         from ramnet_fla.plugin import get_mixer, normalize_spec
         kwargs = normalize_spec(spec)

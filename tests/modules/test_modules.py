@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from fla.layers import DeltaNet, GatedLinearAttention
+from fla.layers import DeltaNet, GatedDeltaNet, GatedLinearAttention
 from fla.modules import FusedRMSNormGated as FlaFusedRMSNormGated
 from fla.modules import GatedMLP as FlaGatedMLP
 from fla.modules import RMSNorm as FlaRMSNorm
@@ -197,6 +197,8 @@ def test_make_cpu_capable_swaps_classes_and_keeps_weights():
 
     delta = make_cpu_capable(DeltaNet(hidden_size=32, num_heads=2, use_short_conv=True, use_gate=True))
     assert type(delta.o_norm) is FusedRMSNormGated and type(delta.k_conv1d) is ShortConvolution
+    gated = make_cpu_capable(GatedDeltaNet(hidden_size=32, num_heads=2, head_dim=16, use_short_conv=True))
+    assert type(gated.o_norm) is FusedRMSNormGated and type(gated.v_conv1d) is ShortConvolution
 
     class CustomNorm(FlaRMSNorm):                     # a subclass with its own forward is left alone
         def forward(self, x):

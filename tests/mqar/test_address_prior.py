@@ -66,3 +66,17 @@ def test_bad_mixers_are_rejected():
         apply_address_prior(RAMAttention(hidden_size=32, num_heads=2, use_short_conv=False))
     with pytest.raises(TypeError, match='q_proj'):
         apply_address_prior(torch.nn.Linear(3, 3))
+
+
+def test_factory_wraps_registered_mixers_and_keeps_their_state_accounting():
+    from ramnet_fla.mqar.address_prior import mixer_with_address_prior
+    from ramnet_fla.mqar.train import mixer_state_size
+
+    for name in ('ram', 'gla', 'deltanet'):
+        factory = mixer_with_address_prior({'name': name, 'num_heads': 2, 'use_short_conv': True})
+        mixer = factory(64, 0)
+        assert mixer.k_proj is mixer.q_proj and factory.__name__ == f"{name}+prior"
+        assert factory.spec['address_prior'] == {'tie': True, 'shift': True}
+        size = mixer_state_size(factory, mixer, 64, 64)
+        assert size is not None and size['total'] > 0
+        assert mixer(torch.randn(2, 8, 64))[0].shape == (2, 8, 64)

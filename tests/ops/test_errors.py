@@ -43,13 +43,15 @@ def state(memory_shape=(B, H, M, V), mass_shape=(B, H, M), position=None, **kw):
 
 BAD_INPUTS = [
     # ranks and widths
-    pytest.param(lambda: with_changes(q=torch.randn(B, T, U * D_P)), ValueError, r'`q` must have shape \[B, T, H, U\*d_p\]',
+    pytest.param(lambda: with_changes(q=torch.randn(B, T, U * D_P)), ValueError,
+                 r'`q` must have shape \[B, T, H, U\*d_p\]',
                  id='q-rank3'),
     pytest.param(lambda: with_changes(k=[[0.0]]), TypeError, r'`k` must be a torch.Tensor', id='k-not-tensor'),
     pytest.param(lambda: with_changes(v=torch.randn(B, T, H)), ValueError, r'`v` must have shape', id='v-rank3'),
     pytest.param(lambda: with_changes(gamma=torch.rand(B, T, H, 1)), ValueError, r'`gamma` must have shape',
                  id='gamma-rank4'),
-    pytest.param(lambda: with_changes(k=torch.randn(B, T, H, U * D_P + U)), ValueError, r'`q` and `k` must have the same shape',
+    pytest.param(lambda: with_changes(k=torch.randn(B, T, H, U * D_P + U)), ValueError,
+                 r'`q` and `k` must have the same shape',
                  id='k-width'),
     pytest.param(lambda: with_changes(v=torch.randn(B, T + 1, H, V)), ValueError, r'`v` must be \[B, T, H, V\]',
                  id='v-length'),
@@ -57,7 +59,8 @@ BAD_INPUTS = [
                  id='gamma-heads'),
     pytest.param(lambda: with_changes(v=torch.randn(B, T, H, 0)), ValueError, r'`v`.*V >= 1', id='v-width0'),
     # factorisation: U*d_p must divide the width, d_p >= 2, 1 <= topk <= M
-    pytest.param(lambda: with_changes(num_factors=5), ValueError, r'num_factors=5 does not divide', id='U-not-dividing'),
+    pytest.param(lambda: with_changes(num_factors=5), ValueError, r'num_factors=5 does not divide',
+                 id='U-not-dividing'),
     pytest.param(lambda: with_changes(num_factors=12), ValueError, r'factor_dim.*must be >= 2', id='dp1'),
     pytest.param(lambda: with_changes(num_factors=0), ValueError, r'`num_factors` must be >= 1', id='U0'),
     pytest.param(lambda: with_changes(num_factors=3.0), TypeError, r'`num_factors` must be an int', id='U-float'),
@@ -68,7 +71,8 @@ BAD_INPUTS = [
     # dtypes and devices
     pytest.param(lambda: with_changes(k=torch.randn(B, T, H, U * D_P, dtype=torch.float64)), TypeError,
                  r'`q`, `k` and `v` must share one dtype', id='k-float64'),
-    pytest.param(lambda: with_changes(v=torch.randn(B, T, H, V).half()), TypeError, r'must share one dtype', id='v-half'),
+    pytest.param(lambda: with_changes(v=torch.randn(B, T, H, V).half()), TypeError, r'must share one dtype',
+                 id='v-half'),
     pytest.param(lambda: with_changes(q=torch.randint(0, 3, (B, T, H, U * D_P))), TypeError,
                  r'`q` must be floating point', id='q-int'),
     pytest.param(lambda: with_changes(gamma=torch.ones(B, T, H, dtype=torch.long)), TypeError,
@@ -189,3 +193,18 @@ def test_backend_variable_is_case_insensitive(monkeypatch):
 def test_ram_address_bad_input(logits, num_factors, topk, error, message):
     with pytest.raises(error, match=message):
         ram_address(logits, num_factors, topk)
+
+
+@pytest.mark.parametrize('op', PATHS)
+def test_cape_forms_are_equivalent(op):
+    # a list of bools, a bool tensor and 0/1 ints name the same heads; a bool applies to all heads
+    args = good_args()
+    as_list, _ = op(**{**args, 'cape': [True, False]})
+    as_tensor, _ = op(**{**args, 'cape': torch.tensor([True, False])})
+    as_ints, _ = op(**{**args, 'cape': [1, 0]})
+    assert torch.equal(as_list, as_tensor) and torch.equal(as_list, as_ints)
+    all_heads, _ = op(**{**args, 'cape': True})
+    per_head, _ = op(**{**args, 'cape': [True, True]})
+    none, _ = op(**{**args, 'cape': False})
+    assert torch.equal(all_heads, per_head)
+    assert not torch.equal(as_list, none) and torch.equal(as_list[:, :, 1], none[:, :, 1])

@@ -13,6 +13,7 @@ from tests.ops.utils import (
     make_inputs,
     make_state,
     outputs_and_grads,
+    peak_allocated_bytes,
     poison_uninitialized,
 )
 
@@ -87,6 +88,22 @@ def test_state_is_updated_in_place():
     assert_rel_close('o', o, ref_o, 1e-5)
     assert_rel_close('memory', state.memory, ref_final.memory, 1e-5)
     assert_rel_close('mass', state.mass, ref_final.mass, 1e-5)
+
+
+def test_decoding_step_allocates_no_table_copy():
+    # one token against a 4 MiB table: the step allocates only O(H*K*V) temporaries, never a table copy
+    B, H, U, d_p, V, K = 1, 2, 7, 4, 32, 8
+    M = d_p ** U
+    state = RAMState.zeros(B, H, M, V)
+    q, k, v, gamma = make_inputs(B, 1, H, U, d_p, V, seed=36)
+    table_bytes = state.memory.numel() * 4
+
+    def step():
+        fused_recurrent_ram(q, k, v, gamma, U, K, cape=[True, False], initial_state=state, output_final_state=True)
+    step()
+    peak = peak_allocated_bytes(step)
+    assert 0 < peak < table_bytes / 20, f'a decoding step allocated {peak} bytes; the table has {table_bytes}'
+    assert int(state.position) == 2
 
 
 def test_requires_grad_falls_back_and_keeps_initial_state():
@@ -206,3 +223,27 @@ def test_prefill_then_decode_equals_one_pass(packed):
     assert_rel_close('memory', state.memory, torch.cat(ref_memory), 1e-5)
     assert_rel_close('mass', state.mass, torch.cat(ref_mass), 1e-5)
     assert state.position.tolist() == [s + length + decode_steps for s, length in zip(start, prompt_lengths)]
+
+
+def test_state_helpers_for_decoding():
+    # RAMState.zeros is an empty memory; index_select reorders sequences (e.g. beams) for decoding
+    zeros = RAMState.zeros(3, 2, 16, 4)
+    assert zeros.memory.shape == (3, 2, 16, 4) and zeros.mass.shape == (3, 2, 16)
+    assert zeros.memory.dtype == torch.float32 and zeros.position.dtype == torch.long
+    assert not any(x.any() for x in zeros)
+    state = make_state(3, 2, 16, 4, positions=[5, 6, 7])
+    order = torch.tensor([2, 0, 0])
+    picked = state.index_select(order)
+    assert picked.position.tolist() == [7, 5, 5]
+    assert torch.equal(picked.memory[1], state.memory[0]) and torch.equal(picked.mass[0], state.mass[2])
+    picked.memory.zero_()
+    assert state.memory.abs().sum() > 0, 'index_select must not alias the original state'
+    # decoding the reordered state equals decoding each original sequence
+    q, k, v, gamma = make_inputs(3, 1, 2, 2, 4, 4, seed=50)
+    o, _ = fused_recurrent_ram(q, k, v, gamma, 2, 3, cape=True, initial_state=state.index_select(order),
+                               output_final_state=True)
+    for row, n in enumerate(order.tolist()):
+        one = RAMState(state.memory[n:n + 1], state.mass[n:n + 1], state.position[n:n + 1])
+        ref_o, _ = naive_recurrent_ram(q[row:row + 1], k[row:row + 1], v[row:row + 1], gamma[row:row + 1], 2, 3,
+                                       cape=True, initial_state=one)
+        assert_rel_close(f'o[{row}]', o[row:row + 1], ref_o, 1e-5)

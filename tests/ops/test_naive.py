@@ -18,7 +18,7 @@ from tests.ops.utils import (
     make_state,
     op_paths,
     poison_uninitialized,
-    written_slots,
+    addressed_slots,
 )
 
 PATHS = op_paths()
@@ -148,7 +148,7 @@ def test_untouched_slots_stay_exact(op):
     q, k, v, gamma = make_inputs(B, T, H, U, d_p, V, seed=3)
     state = make_state(B, H, M, V, positions=positions)
     _, final = run(op, q, k, v, gamma, U, K, cape=cape, initial_state=state)
-    touched = written_slots(k, U, K, cape, positions)
+    touched = addressed_slots(k, U, K, cape, positions)
     untouched = torch.ones(B, H, M, dtype=torch.bool)
     for b, h, slot in touched:
         untouched[b, h, slot] = False
@@ -167,7 +167,7 @@ def test_poisoned_far_slots_do_not_leak(op):
     cape, positions = [False, True], [0, 6]
     q, k, v, gamma = make_inputs(B, T, H, U, d_p, V, seed=8)
     state = make_state(B, H, M, V, positions=positions)
-    used = written_slots(k, U, K, cape, positions) | written_slots(q, U, K, cape, positions)
+    used = addressed_slots(k, U, K, cape, positions) | addressed_slots(q, U, K, cape, positions)
     far = torch.ones(B, H, M, dtype=torch.bool)
     for b, h, slot in used:
         far[b, h, slot] = False

@@ -7,11 +7,13 @@ tensor algebra (no indices at all), so agreeing with them means something.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 
+import pytest
 import torch
 
-from ramnet_fla.ops.ram import RAMState
+from ramnet_fla.ops.ram import RAMState, chunk_ram, fused_recurrent_ram, naive_recurrent_ram, ram_address
 
 
 def make_inputs(
@@ -128,11 +130,11 @@ def assert_rel_close(name: str, actual: torch.Tensor, expected: torch.Tensor, rt
     assert error <= rtol, f"{name}: relative error {error:.3e} > {rtol:.1e}"
 
 
-def written_slots(k: torch.Tensor, num_factors: int, topk: int, cape_heads: list[bool], start_positions: list[int]):
-    """The set of (sequence, head, slot) written by a [B, T, H, U*d_p] batch (no packing)."""
-    from ramnet_fla.ops.ram import ram_address
-    indices, _ = ram_address(k, num_factors, topk)        # [B, T, H, K]
-    M = (k.shape[-1] // num_factors) ** num_factors
+def addressed_slots(logits: torch.Tensor, num_factors: int, topk: int, cape_heads: list[bool],
+                    start_positions: list[int]) -> set[tuple[int, int, int]]:
+    """The set of (sequence, head, slot) addressed by logits [B, T, H, U*d_p] (no packing), CAPE applied."""
+    indices, _ = ram_address(logits, num_factors, topk)        # [B, T, H, K]
+    M = (logits.shape[-1] // num_factors) ** num_factors
     B, T, H, _ = indices.shape
     touched = set()
     for b in range(B):
@@ -146,9 +148,6 @@ def written_slots(k: torch.Tensor, num_factors: int, topk: int, cape_heads: list
 
 def op_paths():
     """The three public paths as pytest params with readable ids (the reference first)."""
-    import pytest
-
-    from ramnet_fla.ops.ram import chunk_ram, fused_recurrent_ram, naive_recurrent_ram
     return [
         pytest.param(naive_recurrent_ram, id='naive'),
         pytest.param(chunk_ram, id='chunk'),
@@ -156,23 +155,21 @@ def op_paths():
     ]
 
 
-class poison_uninitialized:
-    """Context manager: every tensor torch allocates without initialising (torch.empty, new_empty,
+@contextlib.contextmanager
+def poison_uninitialized():
+    """Within the block, every tensor torch allocates without initialising (torch.empty, new_empty,
     empty_like, ...) is filled with NaN, so an output element that a path forgets to write fails
     the finiteness checks. Uses torch's deterministic mode, restored on exit."""
-
-    def __enter__(self):
-        self._enabled = torch.are_deterministic_algorithms_enabled()
-        self._warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-        self._fill = torch.utils.deterministic.fill_uninitialized_memory
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.utils.deterministic.fill_uninitialized_memory = True
-        return self
-
-    def __exit__(self, *exc):
-        torch.use_deterministic_algorithms(self._enabled, warn_only=self._warn_only)
-        torch.utils.deterministic.fill_uninitialized_memory = self._fill
-        return False
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    fill = torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+        torch.utils.deterministic.fill_uninitialized_memory = fill
 
 
 class Case:
@@ -204,7 +201,7 @@ class Case:
 
 
 def compare_cases():
-    import pytest
+    """Comparison settings against the reference, with readable ids: the awkward sizes of TESTING.md."""
     return [
         pytest.param(Case(num_factors=1, factor_dim=6, value_dim=8, topk=2), id='U1'),
         pytest.param(Case(seq_len=10, num_factors=4, factor_dim=2, value_dim=4, topk=3), id='dp2'),
@@ -245,3 +242,20 @@ def outputs_and_grads(op, case, dtype=torch.float32):
     result = {'o': o, 'memory': final.memory, 'mass': final.mass, 'position': final.position}
     result.update({f'd{name}': grad for name, grad in zip(leaves, grads)})
     return result
+
+
+def peak_allocated_bytes(fn) -> int:
+    """High-water mark of tensor bytes allocated by torch's CPU allocator while `fn()` runs (beyond what
+    was live before), from the allocation and free events that torch.profiler records."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True):
+        pass    # the first profiler start pays one-time costs; keep them out of the measured call
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((event.start_ns(), event.nbytes()) for event in prof.profiler.kineto_results.events()
+                    if event.name() == '[memory]')
+    live = peak = 0
+    for _, nbytes in events:
+        live += nbytes
+        peak = max(peak, live)
+    return peak

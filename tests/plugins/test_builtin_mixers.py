@@ -21,10 +21,10 @@ SPECS = {
 TOL = dict(atol=2e-5, rtol=1e-4)
 
 
-def _mixer(name: str, seed: int = 0):
+def _mixer(name: str, seed: int = 0, **options):
     torch.manual_seed(seed)
-    mixer = build_mixer(SPECS[name], hidden_size=HIDDEN, layer_idx=0)
-    with torch.no_grad():                       # fla zero-inits nothing, but make every weight count
+    mixer = build_mixer({**SPECS[name], **options}, hidden_size=HIDDEN, layer_idx=0)
+    with torch.no_grad():                       # move every weight off its initial value
         for parameter in mixer.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.05)
     return mixer
@@ -94,18 +94,38 @@ def test_prefill_then_decoding_equals_full_forward(plugin_manager, name):
     assert cache.get_seq_length(0) == total
 
 
+@pytest.mark.parametrize('name', SPECS)
+def test_continuing_in_chunks_equals_full_forward(plugin_manager, name):
+    """Prefill, then several tokens at a time from the cache (no mask, no padding)."""
+    mixer = _mixer(name)
+    x = torch.randn(2, 26, HIDDEN)
+    with torch.no_grad():
+        full, _, _ = mixer(x)
+        cache = Cache()
+        pieces = [mixer(x[:, s:e], past_key_values=cache, use_cache=True)[0]
+                  for s, e in ((0, 11), (11, 16), (16, 17), (17, 26))]
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, **TOL)
+
+
 FLA_LAYERS = ['gla', 'deltanet', 'gated_deltanet']
 # fla's layers pick fused_recurrent kernels for T <= 64 and chunk kernels beyond (GatedDeltaNet: chunk
 # whenever autograd is on). T = 72 reaches chunk_gla; DeltaNet stays at fused_recurrent because
 # chunk_delta_rule refuses float32, which the interpreter needs (bf16 is wrong there).
 KERNEL_SEQ_LEN = {'gla': 72, 'deltanet': 24, 'gated_deltanet': 24}
+# Other options of fla's layers, each a different branch of the CPU path.
+VARIANTS = {
+    'gla': {'num_kv_heads': 1, 'clamp_min': -0.05, 'fuse_norm': False, 'use_short_conv': False},
+    'deltanet': {'qk_norm': 'sum', 'qk_activation': 'relu', 'use_gate': True, 'allow_neg_eigval': True},
+    'gated_deltanet': {'num_v_heads': 4, 'allow_neg_eigval': True, 'use_gate': False},
+}
 
 
 @pytest.mark.triton
+@pytest.mark.parametrize('variant', [False, True], ids=['default', 'variant'])
 @pytest.mark.parametrize('name', FLA_LAYERS)
-def test_cpu_path_matches_fla_triton_kernels(plugin_manager, monkeypatch, name):
+def test_cpu_path_matches_fla_triton_kernels(plugin_manager, monkeypatch, name, variant):
     """Same weights, same input: our PyTorch path vs fla's forward with its Triton kernels."""
-    mixer = _mixer(name)
+    mixer = _mixer(name, **(VARIANTS[name] if variant else {}))
     x = torch.randn(2, KERNEL_SEQ_LEN[name], HIDDEN, requires_grad=True)
     o_torch, _, _ = mixer(x)
     grads_torch = torch.autograd.grad(o_torch.square().sum(), [x, *mixer.parameters()])

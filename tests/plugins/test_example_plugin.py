@@ -91,3 +91,11 @@ def test_model_built_with_the_plugin_mixer(example_manager):
     assert [(layer['mixer'], layer['total'], layer['active']) for layer in sizes['layers']] == \
         [('causal_conv', 32, 32), ('ram', 288, 64)]
     assert (sizes['total'], sizes['active']) == (320, 96)
+
+
+def test_cli_lists_the_installed_plugin(example_manager, capsys):
+    from ramnet_fla.cli import main
+
+    assert main(['mixers']) == 0
+    rows = [line.split(maxsplit=2) for line in capsys.readouterr().out.splitlines()[1:] if line.strip()]
+    assert ['causal_conv', 'example', 'gated causal depthwise convolution (example third-party plugin)'] in rows

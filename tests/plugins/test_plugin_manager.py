@@ -99,11 +99,20 @@ def test_hookspec_validation_rejects_unknown_hooks_and_arguments(plugin_manager)
         def ramnet_fla_register_mixers(self, registry):
             pass
 
-    with pytest.raises(pluggy.PluginValidationError, match=r"'typo' implements unknown hook\(s\) \['ramnet_fla_register_mixer'\]"):
+    with pytest.raises(pluggy.PluginValidationError,
+                       match=r"'typo' implements unknown hook\(s\) \['ramnet_fla_register_mixer'\]"):
         plugin_manager.register(Typo(), name='typo')
     assert not plugin_manager.has_plugin('typo')
+    class Wrapper:
+        @ramnet_fla.hookimpl(wrapper=True)
+        def ramnet_fla_select_mixer(self, config, layer_idx):
+            return (yield)
+
     with pytest.raises(pluggy.PluginValidationError, match='registry'):
         plugin_manager.register(WrongArgument(), name='wrong')
+    with pytest.raises(pluggy.PluginValidationError, match=r"'wrapper' implements \['ramnet_fla_select_mixer'\] as a wrapper"):
+        plugin_manager.register(Wrapper(), name='wrapper')
+    assert not plugin_manager.has_plugin('wrapper')
     assert set(plugin_manager.mixers()) == BUILTIN_MIXERS
 
 

@@ -58,7 +58,8 @@ def torch_chunk_gla(
     check_tensor('v', v, 4, '[B, T, H, V]')
     check_tensor('g', g, 4, '[B, T, H, K]')
     if k.shape != q.shape or g.shape != q.shape:
-        raise ValueError(f"`q`, `k` and `g` must have the same shape, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(g.shape)}")
+        raise ValueError(f"`q`, `k` and `g` must have the same shape, "
+                         f"got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(g.shape)}")
     if v.shape[2] != q.shape[2]:
         raise ValueError(f"`v` must have H = {q.shape[2]} heads like q, got shape {tuple(v.shape)}")
     check_same_tokens(q, k=k, v=v, g=g)

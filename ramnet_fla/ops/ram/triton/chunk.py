@@ -6,10 +6,12 @@ head h, j-th of K) and every read event becomes one entry keyed by (table row, t
 where the table row is (sequence, head, slot). One `torch.sort` of these unique int64 keys puts each
 row's events into one contiguous segment, in time order, writes before reads of the same token.
 
-- `chunk_ram_fwd_chain_kernel`: one program per (segment, V-block) walks its segment from the
-  initial state of its row: a write applies S <- lambda S + w v, z <- lambda z + w; a read records
-  the slot's (S, z). It saves the state before each write and at each read, O(E*V) activations with
-  E = B*T*H*K events, and writes the row of the final state.
+- `chunk_ram_fwd_chain_kernel`: one program per (group of consecutive segments, V-block) walks
+  each segment from the initial state of its row: a write applies S <- lambda S + w v,
+  z <- lambda z + w; a read records the slot's (S, z). It saves the state before each write and at
+  each read, O(E*V) activations with E = B*T*H*K events, and writes the row of the final state.
+  A group spans about EVENTS_PER_PROGRAM events, so a large M with many one-event segments does
+  not cost one program per touched slot, while a long segment gets a program of its own.
 - `chunk_ram_fwd_o_kernel`: o = sum_k r_k S_k / (z_k + eps), one program per (token, head, V-block).
 - `chunk_ram_bwd_chain_kernel`: the same segments walked backwards with the adjoint (dS, dz) of the
   slot, producing the gradients of every read weight, write weight, gamma and value, and the
@@ -71,8 +73,8 @@ def chunk_ram_fwd_chain_kernel(
     STORE_FINAL_STATE: tl.constexpr,
 ):
     """event_order [2E]: sorted events, w < E a write event id, E + r a read event id (ids are
-    (token * H + head) * K + j); segment_offsets [S+1], segment_rows [S]: the events and table row
-    of each segment. write_weight [E], v [Ntok*H, V], gamma [Ntok*H]; memory0/memory [N*H*M, V],
+    (token * H + head) * K + j); group_offsets [G+1]: the segments of each program; segment_offsets
+    [S+1], segment_rows [S]: the events and table row of each segment. write_weight [E], v [Ntok*H, V], gamma [Ntok*H]; memory0/memory [N*H*M, V],
     mass0/mass [N*H*M]. Saves prev_memory/prev_mass [E, V]/[E] (slot before each write) and
     read_memory/read_mass (slot at each read)."""
     i_g, i_v = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
@@ -243,6 +245,11 @@ def chunk_ram_bwd_chain_kernel(
             tl.store(dmass0_partial + i_v * S + i_s, b_dz.to(dmass0_partial.dtype.element_ty))
 
 
+# A program walks consecutive segments until it has covered about this many events, so that many
+# short segments (large M) do not each cost a program, while a long segment still gets its own.
+EVENTS_PER_PROGRAM = 64
+
+
 def value_block(value_dim: int) -> int:
     """V-block of the chain kernels: the whole (power-of-two padded) width up to 64."""
     return min(64, triton.next_power_of_2(value_dim))
@@ -252,8 +259,9 @@ def build_segments(read_slot, write_slot, sequence_ids, num_sequences: int, num_
     """Sort all read and write events by (table row, token, read-after-write).
 
     read_slot, write_slot: [Ntok, H, K] int64 (after CAPE); sequence_ids: [Ntok].
-    Returns event_order [2E] (write event id, or E + read event id), segment_offsets [S+1] and
-    segment_rows [S] (row (sequence * H + head) * M + slot of each segment).
+    Returns event_order [2E] (write event id, or E + read event id), group_offsets [G+1] (the
+    segments each program walks: those starting in the same window of EVENTS_PER_PROGRAM sorted
+    events), segment_offsets [S+1] and segment_rows [S] (row (sequence * H + head) * M + slot).
     """
     num_tokens, H, K = write_slot.shape
     device = write_slot.device
@@ -271,7 +279,10 @@ def build_segments(read_slot, write_slot, sequence_ids, num_sequences: int, num_
     is_start[1:] = event_row[1:] != event_row[:-1]
     starts = is_start.nonzero().squeeze(1)
     segment_offsets = torch.cat([starts, starts.new_full((1,), event_row.numel())])
-    return event_order, segment_offsets, event_row[starts]
+    _, segments_per_group = torch.unique_consecutive(torch.div(starts, EVENTS_PER_PROGRAM, rounding_mode='floor'),
+                                                     return_counts=True)
+    group_offsets = torch.cat([segments_per_group.new_zeros(1), segments_per_group.cumsum(0)])
+    return event_order, group_offsets, segment_offsets, event_row[starts]
 
 
 def chunk_ram_fwd(read_weight, write_weight, v, gamma, memory0, mass0, segments, num_rows: int,
@@ -283,8 +294,8 @@ def chunk_ram_fwd(read_weight, write_weight, v, gamma, memory0, mass0, segments,
     V = v.shape[-1]
     E = num_tokens * H * K
     device = v.device
-    event_order, segment_offsets, segment_rows = segments
-    S = segment_rows.numel()
+    event_order, group_offsets, segment_offsets, segment_rows = segments
+    S, G = segment_rows.numel(), group_offsets.numel() - 1
     BV = value_block(V)
     NV = triton.cdiv(V, BV)
     ACC = tl_dtype(dtype)
@@ -299,8 +310,8 @@ def chunk_ram_fwd(read_weight, write_weight, v, gamma, memory0, mass0, segments,
         memory = memory0.clone() if memory0 is not None else torch.zeros(num_rows, V, dtype=dtype, device=device)
         mass = mass0.clone() if mass0 is not None else torch.zeros(num_rows, dtype=dtype, device=device)
     if S > 0:
-        chunk_ram_fwd_chain_kernel[(S, NV)](
-            event_order, segment_offsets, segment_rows, write_weight, v, gamma, memory0, mass0,
+        chunk_ram_fwd_chain_kernel[(G, NV)](
+            event_order, group_offsets, segment_offsets, segment_rows, write_weight, v, gamma, memory0, mass0,
             prev_memory, prev_mass, read_memory, read_mass, memory, mass, E,
             K=K, V=V, BV=BV, ACC=ACC,
         )
@@ -320,8 +331,8 @@ def chunk_ram_bwd(read_weight, write_weight, v, gamma, do, saved, segments, dmem
     V = v.shape[-1]
     E = num_tokens * H * K
     device = v.device
-    event_order, segment_offsets, segment_rows = segments
-    S = segment_rows.numel()
+    event_order, group_offsets, segment_offsets, segment_rows = segments
+    S, G = segment_rows.numel(), group_offsets.numel() - 1
     BV = value_block(V)
     NV = triton.cdiv(V, BV)
     prev_memory, prev_mass, read_memory, read_mass = saved
@@ -340,8 +351,8 @@ def chunk_ram_bwd(read_weight, write_weight, v, gamma, do, saved, segments, dmem
         dmemory0 = dmemory.clone() if dmemory is not None else torch.zeros(num_rows, V, dtype=dtype, device=device)
         dmass0_partial = new_output(NV, S, dtype=dtype, device=device)
     if S > 0:
-        chunk_ram_bwd_chain_kernel[(S, NV)](
-            event_order, segment_offsets, segment_rows, read_weight, write_weight, v, gamma, do,
+        chunk_ram_bwd_chain_kernel[(G, NV)](
+            event_order, group_offsets, segment_offsets, segment_rows, read_weight, write_weight, v, gamma, do,
             prev_memory, prev_mass, read_memory, read_mass, dmemory, dmass, dmemory0, dmass0_partial,
             dread_weight_partial, dwrite_weight_partial, dgamma_partial, dv_event, E, S,
             K=K, V=V, BV=BV, ACC=tl_dtype(dtype),
@@ -395,7 +406,7 @@ class ChunkRAMFunction(torch.autograd.Function):
     @autocast_custom_bwd
     def backward(ctx, do, dmemory, dmass):
         read_weight, write_weight, v, gamma, *rest = ctx.saved_tensors
-        segments, saved = tuple(rest[:3]), tuple(rest[3:])
+        segments, saved = tuple(rest[:4]), tuple(rest[4:])
         num_sequences, num_slots, has_initial_state, dtype = ctx.sizes
         num_tokens, H, K = write_weight.shape
         V = v.shape[-1]

@@ -91,8 +91,11 @@ def fused_recurrent_ram_fwd_kernel(
         p_s = memory + b_row[:, None] * V + o_v[None, :]
         b_s = tl.load(p_s, mask=m_kv, other=0).to(ACC)
         b_z = tl.load(mass + b_row, mask=m_k, other=0).to(ACC)
+        # every thread holding a copy of a row has loaded it before any thread overwrites it
+        tl.debug_barrier()
         tl.store(p_s, (b_lam[:, None] * b_s + b_w[:, None] * b_v[None, :]).to(p_s.dtype.element_ty), mask=m_kv)
         tl.store(mass + b_row, (b_lam * b_z + b_w).to(mass.dtype.element_ty), mask=m_k)
+        # the reads below see this token's writes
         tl.debug_barrier()
 
         # read the K slots of q_t after the write: o = sum_k r_k S_k / (z_k + eps)
@@ -103,6 +106,7 @@ def fused_recurrent_ram_fwd_kernel(
         b_z = tl.load(mass + b_row, mask=m_k, other=0).to(ACC)
         b_o = tl.sum((b_r / (b_z + EPS))[:, None] * b_s, 0)
         tl.store(o + i_th * V + o_v, b_o.to(o.dtype.element_ty), mask=m_v)
+        # the next token's writes must not overtake this token's reads
         tl.debug_barrier()
 
 

@@ -54,7 +54,7 @@ def factor_log_softmax(p_x, o_d, m_d, ACC: tl.constexpr):
 def select_topk_by_rank(b_cand, b_cand_index, K: tl.constexpr, BK: tl.constexpr, NC: tl.constexpr):
     """The K largest of NC candidates [NC], best first, in one shot: a candidate's rank is the number
     of candidates that beat it (a larger score, or an equal one at a lower position). O(NC^2) work,
-    no loop: for small beams (K * d_p <= 128). Returns (score [BK], index [BK]); padding is -inf."""
+    no loop: for small beams (padded K * d_p <= 128). Returns (score [BK], index [BK]); padding is -inf."""
     o_c = tl.arange(0, NC)
     beats = (b_cand[None, :] > b_cand[:, None]) | ((b_cand[None, :] == b_cand[:, None]) & (o_c[None, :] < o_c[:, None]))
     b_rank = tl.sum(beats.to(tl.int32), 1)                                           # [NC], a permutation
