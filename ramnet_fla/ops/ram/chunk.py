@@ -30,7 +30,7 @@ from ramnet_fla.ops.ram.common import (
     pdma_decay,
     token_layout,
 )
-from ramnet_fla.ops.ram.scan import affine_scan, reverse_affine_scan
+from ramnet_fla.ops.ram.scan import affine_scan_
 from ramnet_fla.ops.ram.state import RAMState
 
 
@@ -75,7 +75,7 @@ class SlotChainFunction(torch.autograd.Function):
             table0 = torch.cat([memory0.reshape(N * H * M, V), mass0.reshape(N * H * M, 1)], dim=1)
             starts = chain_start.nonzero().squeeze(1)
             increment[starts] += ev_retain[starts, None] * table0[ev_row[starts]]
-        chained = affine_scan(ev_retain.masked_fill(chain_start, 0), increment)          # [E, V+1]
+        chained = affine_scan_(ev_retain.masked_fill(chain_start, 0), increment)         # [E, V+1], in place
 
         # ---- reads: the slot's latest write at or before t, else the initial state ----
         read_key = ((head * M + read_slot) * num_tokens + token).flatten()             # [E]
@@ -84,10 +84,9 @@ class SlotChainFunction(torch.autograd.Function):
         hit = torch.searchsorted(sorted_key, read_key, right=True) - 1
         hit_safe = hit.clamp(min=0)
         found = (hit >= 0) & (ev_row[hit_safe] == read_row)
-        read_value = torch.where(found[:, None], chained[hit_safe], 0.0)
-        if has_initial:
-            missed = (~found).nonzero().squeeze(1)
-            read_value[missed] = table0[read_row[missed]]
+        read_value = chained[hit_safe]
+        missed = (~found).nonzero().squeeze(1)
+        read_value[missed] = table0[read_row[missed]] if has_initial else 0.0
         denominator = read_value[:, V] + READ_EPS
         o = torch.einsum('thk,thkv->thv', read_weight,
                          (read_value[:, :V] / denominator[:, None]).view(num_tokens, H, K, V))
@@ -118,15 +117,18 @@ class SlotChainFunction(torch.autograd.Function):
         grad_o = grad_o.to(dtype)
         r = read_weight.flatten()
         denominator = read_value[:, V] + READ_EPS
-        grad_o_ev = grad_o[:, :, None, :].expand(num_tokens, H, K, V).reshape(-1, V)   # [E, V]
-        dot = (grad_o_ev * read_value[:, :V]).sum(1)
+        dot = torch.einsum('thv,thkv->thk', grad_o, read_value[:, :V].view(num_tokens, H, K, V)).flatten()
         grad_read_weight = (dot / denominator).view(num_tokens, H, K)
-        grad_read_value = torch.cat([grad_o_ev * (r / denominator)[:, None],
-                                     (-r * dot / denominator ** 2)[:, None]], dim=1)   # [E, V+1]
+        grad_read_value = chained.new_empty(num_tokens, H, K, V + 1)                      # [E, V+1]
+        torch.mul(grad_o[:, :, None, :], (r / denominator).view(num_tokens, H, K, 1), out=grad_read_value[..., :V])
+        grad_read_value[..., V] = (-r * dot / denominator ** 2).view(num_tokens, H, K)
+        grad_read_value = grad_read_value.view(-1, V + 1)
 
         # ---- into the chains: direct gradient of every chain element, then the reverse scan ----
-        direct = torch.zeros_like(chained)
-        direct.index_add_(0, hit[found], grad_read_value[found])
+        # reads that found no write in this call go to a spare last row (the initial state's business)
+        direct = chained.new_zeros(chained.shape[0] + 1, V + 1)
+        direct.index_add_(0, hit.masked_fill(~found, chained.shape[0]), grad_read_value)
+        direct = direct[:-1]
         grad_table = None
         if grad_memory is not None or grad_mass is not None:
             grad_table = chained.new_zeros(N * H * M, V + 1)
@@ -139,23 +141,21 @@ class SlotChainFunction(torch.autograd.Function):
             direct[chain_end] += grad_table[ev_row[chain_end]]
         next_retain = torch.zeros_like(ev_retain)
         next_retain[:-1] = ev_retain[1:].masked_fill(chain_start[1:], 0)
-        grad_chained = reverse_affine_scan(next_retain, direct)                           # [E, V+1]
+        grad_chained = affine_scan_(next_retain, direct, reverse=True)                   # [E, V+1], in place
 
-        # state of each slot just before each write: the previous chain element, or the initial state
-        previous = torch.zeros_like(chained)
-        previous[1:] = chained[:-1]
+        # ---- to the write weights, decays, values ----
+        # d lambda_e = <grad S_e, S before write e>: the previous chain element, or the initial state
+        grad_retain = torch.zeros_like(ev_retain)
+        grad_retain[1:] = torch.einsum('ed,ed->e', grad_chained[1:], chained[:-1])
         starts = chain_start.nonzero().squeeze(1)
         if has_initial:
             table0 = torch.cat([memory0.reshape(N * H * M, V), mass0.reshape(N * H * M, 1)], dim=1)
-            previous[starts] = table0[ev_row[starts]]
+            grad_retain[starts] = torch.einsum('ed,ed->e', grad_chained[starts], table0[ev_row[starts]])
         else:
-            previous[starts] = 0
-
-        # ---- to the write weights, decays, values ----
-        grad_retain = (grad_chained * previous).sum(1)
+            grad_retain[starts] = 0
         clamped = ev_weight.clamp(max=WEIGHT_CLAMP)
         ev_gamma = gamma[ev_token, ev_head]
-        grad_weight = (grad_chained * ev_value).sum(1)
+        grad_weight = torch.einsum('ed,ed->e', grad_chained, ev_value)
         grad_weight -= torch.where(ev_weight < WEIGHT_CLAMP, grad_retain * ev_retain * ev_gamma / (1 - clamped), 0.0)
         grad_gamma_ev = grad_retain * ev_retain * torch.log1p(-clamped)
         grad_write_weight = torch.empty_like(grad_weight)
