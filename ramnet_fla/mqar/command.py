@@ -88,7 +88,8 @@ def format_table(records: list[dict]) -> str:
 
 
 def plot_accuracy_vs_state(records: list[dict], path: str, title: str) -> None:
-    """One marker per (mixer, width), x = state size per sequence (log), y = test accuracy."""
+    """One line per mixer family per (T, pairs) panel: x = total state per sequence (log), y = test
+    accuracy; points whose active state (entries a decoding step touches) differs are annotated."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -98,8 +99,13 @@ def plot_accuracy_vs_state(records: list[dict], path: str, title: str) -> None:
     for ax, (seq_len, pairs) in zip(axes[0], settings):
         group = [r for r in records if (r['seq_len'], r['num_kv_pairs']) == (seq_len, pairs)]
         for family in sorted({r['mixer'].split('-')[0] for r in group}):
-            points = sorted((r['state_size'] or 0, r['accuracy']) for r in group if r['mixer'].split('-')[0] == family)
+            points = sorted((r['state_size'] or 0, r['accuracy'], r.get('active_state'))
+                            for r in group if r['mixer'].split('-')[0] == family)
             ax.plot([p[0] for p in points], [p[1] for p in points], marker='o', label=family)
+            for total, accuracy, active in points:
+                if active is not None and active != total:
+                    ax.annotate(f"active {active:,}", (total, accuracy), textcoords='offset points',
+                                xytext=(0, -12), ha='center', fontsize=7)
         ax.set_xscale('log')
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel('state size per sequence (entries)')
@@ -131,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     best = best_per_config(records)
     print(format_table(best))
     plot_path = os.path.join(args.out, 'mqar.png')
-    machine = 'CUDA' if torch.cuda.is_available() and device != 'cpu' else f"CPU, {args.threads} threads"
+    machine = 'CUDA' if torch.cuda.is_available() and device != 'cpu' else f"CPU, threads={args.threads}"
     plot_accuracy_vs_state(best, plot_path, f"MQAR ({'full' if args.full else 'quick'}, seed {args.seed}, {machine})")
     print(f"\nresults: {results_path}\nplot:    {plot_path}")
     return 0

@@ -32,8 +32,10 @@ def beam_topk(log_probs: torch.Tensor, topk: int) -> torch.Tensor:
     for u in range(num_factors):
         score = (beam_score[..., :, None] + log_probs[..., u, None, :]).flatten(-2)             # [..., b*d_p]
         index = (beam_index[..., :, None] + digits * factor_dim ** u).flatten(-2)
-        width = min(topk, score.shape[-1])
-        beam_score, best = score.topk(width, dim=-1)
+        if score.shape[-1] <= topk and u < num_factors - 1:      # nothing to prune yet: keep every prefix
+            beam_score, beam_index = score, index
+            continue
+        beam_score, best = score.topk(min(topk, score.shape[-1]), dim=-1)   # sorted, best first
         beam_index = index.gather(-1, best)
     return beam_index
 

@@ -59,22 +59,22 @@ class SlotChainFunction(torch.autograd.Function):
         head = torch.arange(H, device=device)[None, :, None]
         write_key = ((head * M + write_slot) * num_tokens + token).flatten()          # [E]
         sorted_key, order = write_key.sort()
-        ev_token = torch.div(order, H * K, rounding_mode='floor')
-        ev_head = torch.div(order, K, rounding_mode='floor') % H
-        ev_seq = sequence_ids[ev_token]
+        ev_token_head = torch.div(order, K, rounding_mode='floor')                     # t * H + h
+        ev_seq = sequence_ids.index_select(0, torch.div(ev_token_head, H, rounding_mode='floor'))
         ev_slot_key = torch.div(sorted_key, num_tokens, rounding_mode='floor')          # head * M + slot
         ev_row = ev_seq * (H * M) + ev_slot_key                                         # row of [N*H*M]
         chain_start = torch.ones_like(order, dtype=torch.bool)
         chain_start[1:] = ev_row[1:] != ev_row[:-1]
 
-        ev_weight = write_weight.flatten()[order]
-        ev_retain = pdma_decay(ev_weight, gamma[ev_token, ev_head])
-        ev_value = torch.cat([v[ev_token, ev_head], v.new_ones(order.shape[0], 1)], dim=1)   # [E, V+1]
+        ev_weight = write_weight.flatten().index_select(0, order)
+        ev_retain = pdma_decay(ev_weight, gamma.flatten().index_select(0, ev_token_head))
+        ev_value = torch.cat([v.reshape(-1, V).index_select(0, ev_token_head),
+                              v.new_ones(order.shape[0], 1)], dim=1)                   # [E, V+1]
         increment = ev_weight[:, None] * ev_value
         if has_initial:
             table0 = torch.cat([memory0.reshape(N * H * M, V), mass0.reshape(N * H * M, 1)], dim=1)
             starts = chain_start.nonzero().squeeze(1)
-            increment[starts] += ev_retain[starts, None] * table0[ev_row[starts]]
+            increment.index_add_(0, starts, ev_retain[starts, None] * table0.index_select(0, ev_row[starts]))
         chained = affine_scan_(ev_retain.masked_fill(chain_start, 0), increment)         # [E, V+1], in place
 
         # ---- reads: the slot's latest write at or before t, else the initial state ----
@@ -84,9 +84,10 @@ class SlotChainFunction(torch.autograd.Function):
         hit = torch.searchsorted(sorted_key, read_key, right=True) - 1
         hit_safe = hit.clamp(min=0)
         found = (hit >= 0) & (ev_row[hit_safe] == read_row)
-        read_value = chained[hit_safe]
+        read_value = chained.index_select(0, hit_safe)
         missed = (~found).nonzero().squeeze(1)
-        read_value[missed] = table0[read_row[missed]] if has_initial else 0.0
+        read_value.index_copy_(0, missed, table0.index_select(0, read_row[missed]) if has_initial
+                               else read_value.new_zeros(missed.shape[0], V + 1))
         denominator = read_value[:, V] + READ_EPS
         o = torch.einsum('thk,thkv->thv', read_weight,
                          (read_value[:, :V] / denominator[:, None]).view(num_tokens, H, K, V))
@@ -97,17 +98,17 @@ class SlotChainFunction(torch.autograd.Function):
             chain_end[:-1] = chain_start[1:]
             ends = chain_end.nonzero().squeeze(1)
             table = table0.clone() if has_initial else v.new_zeros(N * H * M, V + 1)
-            table[ev_row[ends]] = chained[ends]
+            table.index_copy_(0, ev_row[ends], chained.index_select(0, ends))
             memory, mass = table[:, :V].reshape(N, H, M, V), table[:, V].reshape(N, H, M)
 
-        ctx.save_for_backward(read_weight, gamma, memory0, mass0, order, ev_token, ev_head, ev_row, chain_start,
+        ctx.save_for_backward(read_weight, gamma, memory0, mass0, order, ev_token_head, ev_row, chain_start,
                               ev_weight, ev_retain, ev_value, chained, hit_safe, found, read_row, read_value)
         ctx.sizes = (num_tokens, H, K, V, M, N)
         return o, memory, mass
 
     @staticmethod
     def backward(ctx, grad_o, grad_memory, grad_mass):
-        (read_weight, gamma, memory0, mass0, order, ev_token, ev_head, ev_row, chain_start,
+        (read_weight, gamma, memory0, mass0, order, ev_token_head, ev_row, chain_start,
          ev_weight, ev_retain, ev_value, chained, hit, found, read_row, read_value) = ctx.saved_tensors
         num_tokens, H, K, V, M, N = ctx.sizes
         has_initial = memory0 is not None
@@ -138,7 +139,8 @@ class SlotChainFunction(torch.autograd.Function):
                 grad_table[:, V] = grad_mass.reshape(N * H * M)
             chain_end = torch.ones_like(chain_start)
             chain_end[:-1] = chain_start[1:]
-            direct[chain_end] += grad_table[ev_row[chain_end]]
+            ends = chain_end.nonzero().squeeze(1)
+            direct.index_add_(0, ends, grad_table.index_select(0, ev_row[ends]))
         next_retain = torch.zeros_like(ev_retain)
         next_retain[:-1] = ev_retain[1:].masked_fill(chain_start[1:], 0)
         grad_chained = affine_scan_(next_retain, direct, reverse=True)                   # [E, V+1], in place
@@ -150,26 +152,25 @@ class SlotChainFunction(torch.autograd.Function):
         starts = chain_start.nonzero().squeeze(1)
         if has_initial:
             table0 = torch.cat([memory0.reshape(N * H * M, V), mass0.reshape(N * H * M, 1)], dim=1)
-            grad_retain[starts] = torch.einsum('ed,ed->e', grad_chained[starts], table0[ev_row[starts]])
+            grad_retain[starts] = torch.einsum('ed,ed->e', grad_chained.index_select(0, starts),
+                                               table0.index_select(0, ev_row[starts]))
         else:
             grad_retain[starts] = 0
         clamped = ev_weight.clamp(max=WEIGHT_CLAMP)
-        ev_gamma = gamma[ev_token, ev_head]
+        ev_gamma = gamma.flatten().index_select(0, ev_token_head)
         grad_weight = torch.einsum('ed,ed->e', grad_chained, ev_value)
         grad_weight -= torch.where(ev_weight < WEIGHT_CLAMP, grad_retain * ev_retain * ev_gamma / (1 - clamped), 0.0)
         grad_gamma_ev = grad_retain * ev_retain * torch.log1p(-clamped)
-        grad_write_weight = torch.empty_like(grad_weight)
-        grad_write_weight[order] = grad_weight
-        token_head = ev_token * H + ev_head
+        grad_write_weight = torch.empty_like(grad_weight).index_copy_(0, order, grad_weight)
         grad_v = grad_chained.new_zeros(num_tokens * H, V).index_add_(
-            0, token_head, ev_weight[:, None] * grad_chained[:, :V])
-        grad_gamma = grad_chained.new_zeros(num_tokens * H).index_add_(0, token_head, grad_gamma_ev)
+            0, ev_token_head, ev_weight[:, None] * grad_chained[:, :V])
+        grad_gamma = grad_chained.new_zeros(num_tokens * H).index_add_(0, ev_token_head, grad_gamma_ev)
 
         # ---- to the initial state: untouched slots pass the final-state gradient straight through ----
         grad_memory0 = grad_mass0 = None
         if has_initial:
             grad_table0 = grad_table.clone() if grad_table is not None else chained.new_zeros(N * H * M, V + 1)
-            grad_table0[ev_row[starts]] = ev_retain[starts, None] * grad_chained[starts]
+            grad_table0.index_copy_(0, ev_row[starts], ev_retain[starts, None] * grad_chained.index_select(0, starts))
             grad_table0.index_add_(0, read_row[~found], grad_read_value[~found])
             grad_memory0 = grad_table0[:, :V].reshape(N, H, M, V)
             grad_mass0 = grad_table0[:, V].reshape(N, H, M)

@@ -36,7 +36,7 @@ def affine_scan_(a: torch.Tensor, h: torch.Tensor, reverse: bool = False) -> tor
         scale = coefficient[active]
         # compose with the element `offset` away: (a_i, h_i) o (a_j, h_j) = (a_i a_j, a_i h_j + h_i);
         # both right-hand sides are gathered before anything is written, as Hillis-Steele requires
-        h.index_put_((active,), torch.addcmul(h[active], scale[:, None], h[source]))
+        h.index_put_((active,), torch.addcmul(h.index_select(0, active), scale[:, None], h.index_select(0, source)))
         scale = scale * coefficient[source]
         coefficient[active] = scale
         active = active[scale != 0]
