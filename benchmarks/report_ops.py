@@ -131,8 +131,10 @@ def peak_tensor_bytes(fn: Callable[[], None]) -> int:
 
     Replays the allocation/free events that torch.profiler records for torch's CPU allocator (every
     tensor, in forward and backward) in time order and returns the high-water mark of their sum.
+    `fn` runs once unprofiled first, so one-time allocations (leaf .grad buffers) are not counted.
     """
     from torch.profiler import ProfilerActivity, profile
+    fn()
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     events = sorted((event.start_ns(), event.nbytes()) for event in prof.profiler.kineto_results.events()

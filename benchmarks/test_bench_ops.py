@@ -34,7 +34,7 @@ def test_train_fwd_bwd(benchmark, describe, name):
 
 @pytest.mark.benchmark(group='train-vs-M')
 @pytest.mark.parametrize('output_final_state', [False, True], ids=['train', 'with-final-state'])
-@pytest.mark.parametrize('num_factors', ops.TRAIN_FACTORS, ids=[f'M=4^{u}' for u in ops.TRAIN_FACTORS])
+@pytest.mark.parametrize('num_factors', ops.TRAIN_FACTORS, ids=[f'M{ops.FACTOR_DIM ** u}' for u in ops.TRAIN_FACTORS])
 def test_train_vs_m(benchmark, describe, num_factors, output_final_state):
     step = ops.ram_train_step(num_factors, output_final_state=output_final_state)
     peak = ops.peak_tensor_bytes(step)
@@ -46,7 +46,7 @@ def test_train_vs_m(benchmark, describe, num_factors, output_final_state):
 
 
 @pytest.mark.benchmark(group='decode-vs-M')
-@pytest.mark.parametrize('num_factors', ops.DECODE_FACTORS, ids=[f'M=4^{u}' for u in ops.DECODE_FACTORS])
+@pytest.mark.parametrize('num_factors', ops.DECODE_FACTORS, ids=[f'M{ops.FACTOR_DIM ** u}' for u in ops.DECODE_FACTORS])
 def test_decode_vs_m(benchmark, describe, num_factors):
     step, nbytes = ops.decode_step(num_factors)
     describe(op='ramnet_fla fused_recurrent_ram, one token, in place', B=1, T=1, H=ops.DECODE_HEADS,

@@ -5,6 +5,9 @@ Without a GPU, `TRITON_INTERPRET=1` runs kernels in numpy. Three things need hel
 2. the interpreter hands `for i in range(n)` loop variables to kernels as Python ints, which
    breaks `i.to(tl.int64)`: re-bind the loop variable as a tensor at the top of the loop body;
 3. fla.utils points `device` at 'cuda' when Triton reports no GPU: point it at the CPU.
+And one speed-up: Triton 3.9's interpreter re-patches `triton.language` (a walk of the whole module,
+about 2 ms) at every call of a device function (`tl.sum`, `tl.max`, ...), although those patches are
+never undone; patching once per function makes interpreted kernels 3 to 4 times faster.
 On a machine with CUDA nothing is patched and kernels run for real.
 """
 
@@ -43,6 +46,26 @@ def _patch_triton_for_interpreter() -> None:
     interpreter.ASTTransformer.visit_For = visit_for
 
 
+def _patch_device_functions_once() -> None:
+    import triton.runtime.interpreter as interpreter
+
+    if getattr(interpreter.InterpretedFunction.__call__, '_ramnet_patched_once', False):
+        return
+    patched = set()
+
+    def call(self, *args, **kwargs):
+        if self.fn not in patched:
+            interpreter._patch_lang(self.fn)
+            patched.add(self.fn)
+        try:
+            return self.rewrite()(*args, **kwargs)
+        except Exception as e:
+            raise interpreter.InterpreterError(repr(e)) from e
+
+    call._ramnet_patched_once = True
+    interpreter.InterpretedFunction.__call__ = call
+
+
 def _point_fla_at_cpu() -> None:
     import fla.utils
     import fla.utils.hardware as hardware
@@ -54,6 +77,7 @@ def _point_fla_at_cpu() -> None:
 
 if not ON_GPU:
     _patch_triton_for_interpreter()
+    _patch_device_functions_once()
     _point_fla_at_cpu()
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

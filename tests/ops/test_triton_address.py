@@ -9,10 +9,8 @@ import torch
 import ramnet_fla.ops.ram.triton.utils as triton_utils
 from ramnet_fla.ops.ram import ram_address
 from ramnet_fla.ops.ram.address import ram_address_torch
-from tests.ops.triton_interpreter import cache_device_function_patching
 from tests.ops.utils import assert_rel_close, brute_force_topk, poison_uninitialized
 
-cache_device_function_patching()
 pytestmark = pytest.mark.triton
 
 

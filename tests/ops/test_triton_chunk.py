@@ -8,10 +8,8 @@ import torch
 
 import ramnet_fla.ops.ram.triton.utils as triton_utils
 from ramnet_fla.ops.ram import RAMState, chunk_ram, naive_recurrent_ram
-from tests.ops.triton_interpreter import cache_device_function_patching
 from tests.ops.utils import Case, assert_rel_close, dense_recurrent_ram, make_inputs, outputs_and_grads, poison_uninitialized
 
-cache_device_function_patching()
 pytestmark = pytest.mark.triton
 
 SMALL_CASES = [

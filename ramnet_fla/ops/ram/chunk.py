@@ -34,6 +34,17 @@ from ramnet_fla.ops.ram.scan import affine_scan_
 from ramnet_fla.ops.ram.state import RAMState
 
 
+def _gather_rows(memory: torch.Tensor, mass: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Rows of the slot table with the mass as an extra column: [n, V+1]. memory: [R, V]; mass: [R]."""
+    return torch.cat([memory.index_select(0, rows), mass.index_select(0, rows)[:, None]], dim=1)
+
+
+def _copy_rows_(memory: torch.Tensor, mass: torch.Tensor, rows: torch.Tensor, values: torch.Tensor) -> None:
+    """memory[rows], mass[rows] = values[:, :V], values[:, V] in place. values: [n, V+1]."""
+    memory.index_copy_(0, rows, values[:, :-1])
+    mass.index_copy_(0, rows, values[:, -1])
+
+
 class SlotChainFunction(torch.autograd.Function):
     """Sparse read/write with PDMA over flattened tokens, given the chosen slots.
 
@@ -72,9 +83,9 @@ class SlotChainFunction(torch.autograd.Function):
                               v.new_ones(order.shape[0], 1)], dim=1)                   # [E, V+1]
         increment = ev_weight[:, None] * ev_value
         if has_initial:
-            table0 = torch.cat([memory0.reshape(N * H * M, V), mass0.reshape(N * H * M, 1)], dim=1)
+            memory0_rows, mass0_rows = memory0.reshape(N * H * M, V), mass0.reshape(N * H * M)
             starts = chain_start.nonzero().squeeze(1)
-            increment.index_add_(0, starts, ev_retain[starts, None] * table0.index_select(0, ev_row[starts]))
+            increment.index_add_(0, starts, ev_retain[starts, None] * _gather_rows(memory0_rows, mass0_rows, ev_row[starts]))
         chained = affine_scan_(ev_retain.masked_fill(chain_start, 0), increment)         # [E, V+1], in place
 
         # ---- reads: the slot's latest write at or before t, else the initial state ----
@@ -86,7 +97,7 @@ class SlotChainFunction(torch.autograd.Function):
         found = (hit >= 0) & (ev_row[hit_safe] == read_row)
         read_value = chained.index_select(0, hit_safe)
         missed = (~found).nonzero().squeeze(1)
-        read_value.index_copy_(0, missed, table0.index_select(0, read_row[missed]) if has_initial
+        read_value.index_copy_(0, missed, _gather_rows(memory0_rows, mass0_rows, read_row[missed]) if has_initial
                                else read_value.new_zeros(missed.shape[0], V + 1))
         denominator = read_value[:, V] + READ_EPS
         o = torch.einsum('thk,thkv->thv', read_weight,
@@ -97,9 +108,10 @@ class SlotChainFunction(torch.autograd.Function):
             chain_end = torch.ones_like(chain_start)
             chain_end[:-1] = chain_start[1:]
             ends = chain_end.nonzero().squeeze(1)
-            table = table0.clone() if has_initial else v.new_zeros(N * H * M, V + 1)
-            table.index_copy_(0, ev_row[ends], chained.index_select(0, ends))
-            memory, mass = table[:, :V].reshape(N, H, M, V), table[:, V].reshape(N, H, M)
+            # two contiguous tensors, so that decoding can update them in place without a copy
+            memory = memory0.clone() if has_initial else v.new_zeros(N, H, M, V)
+            mass = mass0.clone() if has_initial else v.new_zeros(N, H, M)
+            _copy_rows_(memory.view(-1, V), mass.view(-1), ev_row[ends], chained.index_select(0, ends))
 
         ctx.save_for_backward(read_weight, gamma, memory0, mass0, order, ev_token_head, ev_row, chain_start,
                               ev_weight, ev_retain, ev_value, chained, hit_safe, found, read_row, read_value)
@@ -130,17 +142,15 @@ class SlotChainFunction(torch.autograd.Function):
         direct = chained.new_zeros(chained.shape[0] + 1, V + 1)
         direct.index_add_(0, hit.masked_fill(~found, chained.shape[0]), grad_read_value)
         direct = direct[:-1]
-        grad_table = None
+        # the final state's gradient enters each chain at its last element
         if grad_memory is not None or grad_mass is not None:
-            grad_table = chained.new_zeros(N * H * M, V + 1)
-            if grad_memory is not None:
-                grad_table[:, :V] = grad_memory.reshape(N * H * M, V)
-            if grad_mass is not None:
-                grad_table[:, V] = grad_mass.reshape(N * H * M)
+            grad_memory = grad_memory if grad_memory is not None else chained.new_zeros(N, H, M, V)
+            grad_mass = grad_mass if grad_mass is not None else chained.new_zeros(N, H, M)
             chain_end = torch.ones_like(chain_start)
             chain_end[:-1] = chain_start[1:]
             ends = chain_end.nonzero().squeeze(1)
-            direct.index_add_(0, ends, grad_table.index_select(0, ev_row[ends]))
+            direct.index_add_(0, ends, _gather_rows(grad_memory.reshape(-1, V).to(dtype),
+                                                    grad_mass.reshape(-1).to(dtype), ev_row[ends]))
         next_retain = torch.zeros_like(ev_retain)
         next_retain[:-1] = ev_retain[1:].masked_fill(chain_start[1:], 0)
         grad_chained = affine_scan_(next_retain, direct, reverse=True)                   # [E, V+1], in place
@@ -151,9 +161,8 @@ class SlotChainFunction(torch.autograd.Function):
         grad_retain[1:] = torch.einsum('ed,ed->e', grad_chained[1:], chained[:-1])
         starts = chain_start.nonzero().squeeze(1)
         if has_initial:
-            table0 = torch.cat([memory0.reshape(N * H * M, V), mass0.reshape(N * H * M, 1)], dim=1)
             grad_retain[starts] = torch.einsum('ed,ed->e', grad_chained.index_select(0, starts),
-                                               table0.index_select(0, ev_row[starts]))
+                                               _gather_rows(memory0.reshape(-1, V), mass0.reshape(-1), ev_row[starts]))
         else:
             grad_retain[starts] = 0
         clamped = ev_weight.clamp(max=WEIGHT_CLAMP)
@@ -169,11 +178,17 @@ class SlotChainFunction(torch.autograd.Function):
         # ---- to the initial state: untouched slots pass the final-state gradient straight through ----
         grad_memory0 = grad_mass0 = None
         if has_initial:
-            grad_table0 = grad_table.clone() if grad_table is not None else chained.new_zeros(N * H * M, V + 1)
-            grad_table0.index_copy_(0, ev_row[starts], ev_retain[starts, None] * grad_chained.index_select(0, starts))
-            grad_table0.index_add_(0, read_row[~found], grad_read_value[~found])
-            grad_memory0 = grad_table0[:, :V].reshape(N, H, M, V)
-            grad_mass0 = grad_table0[:, V].reshape(N, H, M)
+            # written slots get it from their chain's first element instead; reads that found no
+            # write in this call read the initial state directly
+            grad_memory0 = grad_memory.to(dtype).clone() if grad_memory is not None else chained.new_zeros(N, H, M, V)
+            grad_mass0 = grad_mass.to(dtype).clone() if grad_mass is not None else chained.new_zeros(N, H, M)
+            memory_rows, mass_rows = grad_memory0.view(-1, V), grad_mass0.view(-1)
+            _copy_rows_(memory_rows, mass_rows, ev_row[starts],
+                        ev_retain[starts, None] * grad_chained.index_select(0, starts))
+            missed = (~found).nonzero().squeeze(1)
+            missed_grad = grad_read_value.index_select(0, missed)
+            memory_rows.index_add_(0, read_row[missed], missed_grad[:, :V])
+            mass_rows.index_add_(0, read_row[missed], missed_grad[:, V])
 
         return (grad_read_weight, grad_write_weight.view(num_tokens, H, K), grad_v.view(num_tokens, H, V),
                 grad_gamma.view(num_tokens, H), grad_memory0, grad_mass0,
