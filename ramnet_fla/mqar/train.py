@@ -37,10 +37,11 @@ class MQARRun:
 
     mixer: the token mixer of every layer (see `MixerSpec`); `mixers` overrides it per layer.
     label: a short name for tables and plots (default: the mixer's name).
-    d_model: model width. num_layers: blocks (2, as in Zoology). mlp: add a GatedMLP-free 2-layer
-    MLP (width 4*d_model, GELU) after each mixer.
-    task: the MQAR problem. lr: peak learning rate. steps: optimiser steps at most.
-    batch_size: examples per step. num_test: held-out examples. eval_every: steps between evaluations.
+    d_model: model width. num_layers: blocks (2, as in Zoology). mlp: add a 2-layer MLP (width
+    4*d_model, GELU) after each mixer.
+    task: the MQAR problem. lr: peak learning rate. steps: optimiser steps at most (the cosine
+    schedule ends there). batch_size: examples per step. num_train: size of the training pool
+    (at most steps * batch_size are drawn; cycled in a seeded order). num_test: held-out examples. eval_every: steps between evaluations.
     target_accuracy: stop early once test accuracy reaches it. warmup_steps: linear warm-up before
     the cosine decay. weight_decay: AdamW's. seed: model init, data and batch order.
     """
@@ -215,9 +216,14 @@ def evaluate(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, batch
 
 def train_mqar(run: MQARRun, device: torch.device | str | None = None, progress: bool = True,
                model_hook: Callable[[nn.Module], None] | None = None) -> dict:
-    """Train one model on one MQAR task; return its record (see `record_fields` in the module doc).
+    """Train one model on one MQAR task and return its record.
 
-    model_hook: called with the built model before training (e.g. to move or inspect it).
+    The record (a JSON-able dict): mixer (the run's name), mixer_specs, d_model, num_layers, mlp,
+    seq_len, num_kv_pairs, vocab_size, state_size and active_state (summed over layers; None if a
+    mixer has no state accounting), num_params, lr, accuracy (held out, at the last evaluation),
+    best_accuracy, steps (done), max_steps, batch_size, seconds, seed, device, curve ([step,
+    accuracy] per evaluation) and key (the run's configuration, for resuming sweeps).
+    model_hook: called with the built model before training (e.g. to inspect it).
     """
     device = torch.device(device) if device is not None else default_device()
     task = run.task

@@ -12,14 +12,15 @@ def test_quick_command_writes_results_plot_and_table(tmp_path, capsys):
             '--num-test', '64']
     assert main(args) == 0
     records = json.loads((out / 'results.json').read_text())
-    assert [r['mixer'] for r in records] == ['ram', 'gla', 'deltanet']
+    assert [r['mixer'] for r in records] == ['ram+prior', 'gla+prior', 'deltanet+prior']
+    assert all(r['mixer_specs'][0]['address_prior'] == {'tie': True, 'shift': True} for r in records)
     for record in records:
         assert (record['d_model'], record['seq_len'], record['num_kv_pairs'], record['seed']) == (64, 64, 16, 3)
         assert record['steps'] == 2 and 0.0 <= record['accuracy'] <= 1.0 and record['lr'] == 1e-3
         assert record['state_size'] > 0 and record['active_state'] > 0
     ram = records[0]
-    # 2 layers x H=2 heads x M=4**3 slots x (V=32 + 1); active 2 layers x 2 * K=8 * H * V
-    assert ram['state_size'] == 2 * 2 * 64 * 33 and ram['active_state'] == 2 * 2 * 8 * 2 * 32
+    # 2 layers x H=2 heads x M=4**5 slots x (V=32 + 1); active 2 layers x 2 * K=8 * H * V
+    assert ram['state_size'] == 2 * 2 * 1024 * 33 and ram['active_state'] == 2 * 2 * 8 * 2 * 32
     assert (out / 'mqar.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     table = capsys.readouterr().out
     assert 'deltanet' in table and 'accuracy' in table
@@ -28,6 +29,12 @@ def test_quick_command_writes_results_plot_and_table(tmp_path, capsys):
     before = (out / 'results.json').read_text()
     assert main(args) == 0
     assert (out / 'results.json').read_text() == before
+
+    plain = tmp_path / 'plain'
+    assert main(['mqar', '--steps', '2', '--out', str(plain), '--threads', '1', '--no-progress', '--num-test', '64',
+                 '--no-prior', '--mixers', 'ram']) == 0
+    record, = json.loads((plain / 'results.json').read_text())
+    assert record['mixer'] == 'ram' and 'address_prior' not in record['mixer_specs'][0]
 
 
 def test_table_lists_every_record():
