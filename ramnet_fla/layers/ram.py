@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from fla.models.cache_utils import Cache
 
 MODES = ('chunk', 'fused_recurrent')
+ADDRESS_CONV_INITS = (None, 'shift')
 
 
 def _positive_int(name: str, value, minimum: int = 1) -> int:
@@ -86,6 +87,13 @@ class RAMAttention(nn.Module):
         conv_bias (bool): their bias. Default: False.
         mode (str): 'chunk' (parallel, for training and prefill) or 'fused_recurrent' (token by token);
             single-token steps always use 'fused_recurrent'. Default: 'chunk'.
+        tie_address_projections (bool): one projection gives both the read and the write logits
+            (no `k_proj`), so the same input addresses the same slots for reading and writing.
+            Default: False (the paper's separate projections).
+        address_conv_init (str or None): 'shift' (needs `use_short_conv`) initialises the read-logit
+            convolution as the identity and the write-logit convolution as a one-token delay, so token t
+            writes its value where a later copy of token t-1 reads: a recall prior that lets large M
+            learn (docs/mqar.md, "Large address spaces"). The convolutions stay trainable. Default: None.
         norm_eps (float): epsilon of the per-head output RMSNorm. Default: 1e-5.
         layer_idx (int): this layer's index in fla's Cache (needed with `past_key_values`).
 
@@ -110,6 +118,8 @@ class RAMAttention(nn.Module):
         mode: str = 'chunk',
         norm_eps: float = 1e-5,
         layer_idx: int | None = None,
+        tie_address_projections: bool = False,
+        address_conv_init: str | None = None,
     ) -> None:
         super().__init__()
         self.hidden_size = _positive_int('hidden_size', hidden_size)
@@ -146,11 +156,21 @@ class RAMAttention(nn.Module):
             _positive_int('layer_idx', layer_idx, minimum=0)
         self.layer_idx = layer_idx
         self.cape = resolve_cape_heads(cape_heads, num_heads)
+        if not isinstance(tie_address_projections, bool):
+            raise TypeError(f"`tie_address_projections` must be a bool, got {type(tie_address_projections).__name__}")
+        self.tie_address_projections = tie_address_projections
+        if address_conv_init not in ADDRESS_CONV_INITS:
+            raise ValueError(f"`address_conv_init` must be one of {ADDRESS_CONV_INITS}, got {address_conv_init!r}")
+        if address_conv_init is not None and not use_short_conv:
+            raise ValueError(f"`address_conv_init={address_conv_init!r}` initialises the short convolutions: "
+                             "it needs `use_short_conv=True`")
+        self.address_conv_init = address_conv_init
 
         H, V = self.num_heads, self.head_dim
         self.logit_dim = self.num_factors * self.factor_dim          # U * d_p per head
         self.q_proj = nn.Linear(hidden_size, H * self.logit_dim, bias=False)    # read logits
-        self.k_proj = nn.Linear(hidden_size, H * self.logit_dim, bias=False)    # write logits
+        if not tie_address_projections:
+            self.k_proj = nn.Linear(hidden_size, H * self.logit_dim, bias=False)    # write logits
         self.v_proj = nn.Linear(hidden_size, H * V, bias=False)
         self.g_proj = nn.Linear(hidden_size, H * V, bias=False)
         self.gamma_proj = nn.Linear(hidden_size, H, bias=True)
@@ -162,12 +182,29 @@ class RAMAttention(nn.Module):
             self.v_conv1d = ShortConvolution(H * V, conv_size, bias=conv_bias, activation='silu')
         self.o_norm = FusedRMSNormGated(V, eps=self.norm_eps, activation='sigmoid')
         self.o_proj = nn.Linear(H * V, hidden_size, bias=False)
+        self._init_address_convs()
 
     def reset_parameters(self) -> None:
-        """Temperatures back to 1 (log 0); the projections are initialised by their own modules."""
+        """Temperatures back to 1 (log 0) and the address convolutions' prior, if any; the projections
+        are initialised by their own modules."""
         with torch.no_grad():
             self.read_log_temperature.zero_()
             self.write_log_temperature.zero_()
+        self._init_address_convs()
+
+    def _init_address_convs(self) -> None:
+        """`address_conv_init='shift'`: read conv = identity, write conv = one-token delay (newest tap last)."""
+        if self.address_conv_init != 'shift':
+            return
+        with torch.no_grad():
+            for conv, tap in ((self.q_conv1d, -1), (self.k_conv1d, -2)):
+                conv.weight.zero_()
+                conv.weight[..., tap] = 1.0
+                if conv.bias is not None:
+                    conv.bias.zero_()
+            # fla's model initialisation re-draws every Conv1d unless told the module is initialised
+            for conv in (self.q_conv1d, self.k_conv1d):
+                conv._is_hf_initialized = True
 
     def extra_repr(self) -> str:
         return (f"heads={self.num_heads}, head_dim={self.head_dim}, slots={self.factor_dim}**{self.num_factors}"
@@ -203,18 +240,16 @@ class RAMAttention(nn.Module):
         hidden_states, indices, cu_seqlens = unpad_hidden_states(hidden_states, cu_seqlens, attention_mask, q_len)
 
         # q, k: [B, T, H*U*d_p] read / write logits; v: [B, T, H*V]
+        q = self.q_proj(hidden_states)
+        k = q if self.tie_address_projections else self.k_proj(hidden_states)
+        v = self.v_proj(hidden_states)
         conv_state_q = conv_state_k = conv_state_v = None
         if self.use_short_conv:
             if last_state is not None and last_state.get('conv_state') is not None:
                 conv_state_q, conv_state_k, conv_state_v = last_state['conv_state']
-            q, conv_state_q = self.q_conv1d(self.q_proj(hidden_states), cache=conv_state_q,
-                                            output_final_state=use_cache, cu_seqlens=cu_seqlens)
-            k, conv_state_k = self.k_conv1d(self.k_proj(hidden_states), cache=conv_state_k,
-                                            output_final_state=use_cache, cu_seqlens=cu_seqlens)
-            v, conv_state_v = self.v_conv1d(self.v_proj(hidden_states), cache=conv_state_v,
-                                            output_final_state=use_cache, cu_seqlens=cu_seqlens)
-        else:
-            q, k, v = self.q_proj(hidden_states), self.k_proj(hidden_states), self.v_proj(hidden_states)
+            q, conv_state_q = self.q_conv1d(q, cache=conv_state_q, output_final_state=use_cache, cu_seqlens=cu_seqlens)
+            k, conv_state_k = self.k_conv1d(k, cache=conv_state_k, output_final_state=use_cache, cu_seqlens=cu_seqlens)
+            v, conv_state_v = self.v_conv1d(v, cache=conv_state_v, output_final_state=use_cache, cu_seqlens=cu_seqlens)
 
         # per-head temperatures: logits / exp(log_temperature); q, k: [B, T, H, U*d_p], v: [B, T, H, V]
         read_scale = torch.exp(-self.read_log_temperature)[:, None].to(q.dtype)

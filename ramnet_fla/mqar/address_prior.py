@@ -7,12 +7,11 @@ returns 0, and a slot written once reads back its value exactly whatever the wri
 neither the read nor the write logits get a gradient that says where the matching write went:
 nothing pulls the two addresses together, and with M=1024 the model stalls.
 
-The prior makes them meet from the first step, with two changes at initialisation only (everything
-stays trainable):
+The prior makes them meet from the first step, with two changes (everything stays trainable):
 - `tie`: the write-logit projection is the read-logit projection (k_proj is q_proj), so the same
   input gives the same address for reading and writing;
-- `shift`: the short convolution of the write logits starts as a one-token delay and that of the
-  read logits as the identity, so token t writes its value at the address that a later copy of
+- `shift` (initialisation only): the short convolution of the write logits starts as a one-token
+  delay and that of the read logits as the identity, so token t writes its value at the address that a later copy of
   token t-1 reads. For MQAR, the value after a key is written where that key's query reads.
 
 This is H3's shift-then-match idea (a key is the previous token) put into the address path. It
