@@ -11,12 +11,16 @@ The prior makes them meet from the first step, with two changes (everything stay
 - `tie`: the write-logit projection is the read-logit projection (k_proj is q_proj), so the same
   input gives the same address for reading and writing;
 - `shift` (initialisation only): the short convolution of the write logits starts as a one-token
-  delay and that of the read logits as the identity, so token t writes its value at the address that a later copy of
-  token t-1 reads. For MQAR, the value after a key is written where that key's query reads.
+  delay and that of the read logits as the identity, so token t writes its value at the address
+  that a later copy of token t-1 reads. For MQAR, the value after a key is written where that
+  key's query reads.
+
+RAMAttention has both as options (`tie_address_projections=True, address_conv_init='shift'`);
+this module applies the same to any layer, so baselines can get the same prior.
 
 This is H3's shift-then-match idea (a key is the previous token) put into the address path. It
 works for any mixer with fla's names (`q_proj`, `k_proj`, `q_conv1d`, `k_conv1d`): RAMAttention,
-fla's GatedLinearAttention and DeltaNet, so baselines can get the same prior.
+fla's GatedLinearAttention and DeltaNet.
 """
 
 from __future__ import annotations

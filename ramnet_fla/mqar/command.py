@@ -70,8 +70,9 @@ def full_runs(seed: int, steps: int, prior: bool = True) -> list[MQARRun]:
                 specs += [(f"ram-M{d ** u}", ram_spec(u, d, num_heads=heads)) for u, d in FULL_RAM_ADDRESSES]
                 for label, spec in specs:
                     mixer = mixer_with_address_prior(spec) if prior else spec
-                    runs.append(MQARRun(mixer=mixer, label=label + ('+prior' if prior else ''), d_model=width, task=task, steps=steps,
-                                        batch_size=64, eval_every=250, num_test=1000, seed=seed))
+                    runs.append(MQARRun(mixer=mixer, label=label + ('+prior' if prior else ''), d_model=width,
+                                        task=task, steps=steps, batch_size=64, eval_every=250, num_test=1000,
+                                        seed=seed))
     return runs
 
 

@@ -62,7 +62,8 @@ class MQARTask:
         if self.vocab_size <= self.seq_len:
             raise ValueError(f"`vocab_size` must be > seq_len (as in Zoology), got {self.vocab_size} <= {self.seq_len}")
         if self.vocab_size // 2 - 1 < self.num_kv_pairs or self.vocab_size - self.vocab_size // 2 < self.num_kv_pairs:
-            raise ValueError(f"`vocab_size` {self.vocab_size} leaves fewer than num_kv_pairs={self.num_kv_pairs} keys or values")
+            raise ValueError(f"`vocab_size` {self.vocab_size} leaves fewer than num_kv_pairs={self.num_kv_pairs} "
+                             "keys or values")
         if not self.power_a > 0:
             raise ValueError(f"`power_a` must be > 0, got {self.power_a}")
         if self.filler not in FILLERS:
@@ -119,7 +120,8 @@ def _generate_chunk(task: MQARTask, num_examples: int, generator: torch.Generato
     return inputs, labels
 
 
-def generate_mqar(task: MQARTask, num_examples: int, seed: int, split: str = 'train') -> tuple[torch.Tensor, torch.Tensor]:
+def generate_mqar(task: MQARTask, num_examples: int, seed: int,
+                  split: str = 'train') -> tuple[torch.Tensor, torch.Tensor]:
     """Draw MQAR examples.
 
     Args:

@@ -41,7 +41,8 @@ class MQARRun:
     4*d_model, GELU) after each mixer.
     task: the MQAR problem. lr: peak learning rate. steps: optimiser steps at most (the cosine
     schedule ends there). batch_size: examples per step. num_train: size of the training pool
-    (at most steps * batch_size are drawn; cycled in a seeded order). num_test: held-out examples. eval_every: steps between evaluations.
+    (at most steps * batch_size are drawn; cycled in a seeded order). num_test: held-out examples.
+    eval_every: steps between evaluations.
     target_accuracy: stop early once test accuracy reaches it. warmup_steps: linear warm-up before
     the cosine decay. weight_decay: AdamW's. seed: model init, data and batch order.
     """

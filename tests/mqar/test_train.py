@@ -57,7 +57,8 @@ def test_easy_task_is_learned_recorded_and_ends_the_lr_sweep(tmp_path):
 def test_training_is_reproducible_and_depends_on_the_seed():
     run = _easy_run(steps=6, eval_every=3, num_test=64, target_accuracy=1.1)
     a, b = train_mqar(run, device='cpu', progress=False), train_mqar(run, device='cpu', progress=False)
-    c = train_mqar(_easy_run(steps=6, eval_every=3, num_test=64, target_accuracy=1.1, seed=1), device='cpu', progress=False)
+    other_seed = _easy_run(steps=6, eval_every=3, num_test=64, target_accuracy=1.1, seed=1)
+    c = train_mqar(other_seed, device='cpu', progress=False)
     assert a['curve'] == b['curve'] and a['steps'] == b['steps'] == 6
     assert a['curve'] != c['curve']
 

@@ -41,13 +41,19 @@ def beam_topk(log_probs: torch.Tensor, topk: int) -> torch.Tensor:
 
 
 def gather_log_probs(log_probs: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-    """log w(a) for flat indices [..., K], summed factor by factor. log_probs: [..., U, d_p]."""
+    """log w(a) for flat indices [..., K], summed factor by factor. log_probs: [..., U, d_p].
+
+    One gather of every factor's digit (so one scatter in backward), then a left-to-right sum, the
+    order the beam search used, so the values equal the beam's scores and stay sorted.
+    """
     num_factors, factor_dim = log_probs.shape[-2:]
-    total = None
-    for u in range(num_factors):
-        digit = torch.div(indices, factor_dim ** u, rounding_mode='floor') % factor_dim
-        term = log_probs[..., u, :].gather(-1, digit)
-        total = term if total is None else total + term
+    powers = factor_dim ** torch.arange(num_factors, device=indices.device)
+    digits = torch.div(indices[..., None], powers, rounding_mode='floor') % factor_dim     # [..., K, U]
+    columns = (digits + torch.arange(num_factors, device=indices.device) * factor_dim).flatten(-2)
+    terms = log_probs.flatten(-2).gather(-1, columns).unflatten(-1, (indices.shape[-1], num_factors))
+    total = terms[..., 0]
+    for u in range(1, num_factors):
+        total = total + terms[..., u]
     return total
 
 

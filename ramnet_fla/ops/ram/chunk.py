@@ -79,9 +79,10 @@ class SlotChainFunction(torch.autograd.Function):
 
         ev_weight = write_weight.flatten().index_select(0, order)
         ev_retain = pdma_decay(ev_weight, gamma.flatten().index_select(0, ev_token_head))
-        ev_value = torch.cat([v.reshape(-1, V).index_select(0, ev_token_head),
-                              v.new_ones(order.shape[0], 1)], dim=1)                   # [E, V+1]
-        increment = ev_weight[:, None] * ev_value
+        ev_v = v.reshape(-1, V).index_select(0, ev_token_head)                          # [E, V]
+        increment = v.new_empty(order.shape[0], V + 1)                                   # w * [v, 1]
+        torch.mul(ev_v, ev_weight[:, None], out=increment[:, :V])
+        increment[:, V] = ev_weight
         if has_initial:
             memory0_rows, mass0_rows = memory0.reshape(N * H * M, V), mass0.reshape(N * H * M)
             starts = chain_start.nonzero().squeeze(1)
@@ -99,9 +100,8 @@ class SlotChainFunction(torch.autograd.Function):
         missed = (~found).nonzero().squeeze(1)
         read_value.index_copy_(0, missed, _gather_rows(memory0_rows, mass0_rows, read_row[missed]) if has_initial
                                else read_value.new_zeros(missed.shape[0], V + 1))
-        denominator = read_value[:, V] + READ_EPS
-        o = torch.einsum('thk,thkv->thv', read_weight,
-                         (read_value[:, :V] / denominator[:, None]).view(num_tokens, H, K, V))
+        scale = read_weight.flatten() / (read_value[:, V] + READ_EPS)                    # r / (z + eps)
+        o = (read_value[:, :V] * scale[:, None]).view(num_tokens, H, K, V).sum(2)
 
         memory = mass = None
         if output_final_state:
@@ -114,20 +114,20 @@ class SlotChainFunction(torch.autograd.Function):
             _copy_rows_(memory.view(-1, V), mass.view(-1), ev_row[ends], chained.index_select(0, ends))
 
         ctx.save_for_backward(read_weight, gamma, memory0, mass0, order, ev_token_head, ev_row, chain_start,
-                              ev_weight, ev_retain, ev_value, chained, hit_safe, found, read_row, read_value)
+                              ev_weight, ev_retain, ev_v, chained, hit_safe, found, read_row, read_value)
         ctx.sizes = (num_tokens, H, K, V, M, N)
         return o, memory, mass
 
     @staticmethod
     def backward(ctx, grad_o, grad_memory, grad_mass):
         (read_weight, gamma, memory0, mass0, order, ev_token_head, ev_row, chain_start,
-         ev_weight, ev_retain, ev_value, chained, hit, found, read_row, read_value) = ctx.saved_tensors
+         ev_weight, ev_retain, ev_v, chained, hit, found, read_row, read_value) = ctx.saved_tensors
         num_tokens, H, K, V, M, N = ctx.sizes
         has_initial = memory0 is not None
         dtype = chained.dtype
 
         # ---- through the reads: o = sum_k r_k * num_k / (den_k + eps) ----
-        grad_o = grad_o.to(dtype)
+        grad_o = grad_o.to(dtype).contiguous()             # e.g. the expanded gradient of o.sum()
         r = read_weight.flatten()
         denominator = read_value[:, V] + READ_EPS
         dot = torch.einsum('thv,thkv->thk', grad_o, read_value[:, :V].view(num_tokens, H, K, V)).flatten()
@@ -167,7 +167,7 @@ class SlotChainFunction(torch.autograd.Function):
             grad_retain[starts] = 0
         clamped = ev_weight.clamp(max=WEIGHT_CLAMP)
         ev_gamma = gamma.flatten().index_select(0, ev_token_head)
-        grad_weight = torch.einsum('ed,ed->e', grad_chained, ev_value)
+        grad_weight = (grad_chained[:, :V] * ev_v).sum(1) + grad_chained[:, V]        # <grad, [v, 1]>
         grad_weight -= torch.where(ev_weight < WEIGHT_CLAMP, grad_retain * ev_retain * ev_gamma / (1 - clamped), 0.0)
         grad_gamma_ev = grad_retain * ev_retain * torch.log1p(-clamped)
         grad_write_weight = torch.empty_like(grad_weight).index_copy_(0, order, grad_weight)
