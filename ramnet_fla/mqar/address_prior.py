@@ -71,9 +71,15 @@ def mixer_with_address_prior(spec, tie: bool = True, shift: bool = True):
     from ramnet_fla.plugin import build_mixer, normalize_spec
 
     spec = normalize_spec(spec)
+    if spec['name'] == 'ram':
+        # RAMAttention has the prior as options: the model's config then records it
+        layer_spec = dict(spec, tie_address_projections=tie, address_conv_init='shift' if shift else None)
 
-    def factory(hidden_size: int, layer_idx: int) -> nn.Module:
-        return apply_address_prior(build_mixer(spec, hidden_size, layer_idx), tie=tie, shift=shift)
+        def factory(hidden_size: int, layer_idx: int) -> nn.Module:
+            return build_mixer(layer_spec, hidden_size, layer_idx)
+    else:
+        def factory(hidden_size: int, layer_idx: int) -> nn.Module:
+            return apply_address_prior(build_mixer(spec, hidden_size, layer_idx), tie=tie, shift=shift)
 
     factory.__name__ = f"{spec['name']}+prior" if tie and shift else f"{spec['name']}+{'tie' if tie else 'shift'}"
     factory.spec = dict(spec, address_prior={'tie': tie, 'shift': shift})

@@ -75,7 +75,12 @@ def test_factory_wraps_registered_mixers_and_keeps_their_state_accounting():
     for name in ('ram', 'gla', 'deltanet'):
         factory = mixer_with_address_prior({'name': name, 'num_heads': 2, 'use_short_conv': True})
         mixer = factory(64, 0)
-        assert mixer.k_proj is mixer.q_proj and factory.__name__ == f"{name}+prior"
+        if name == 'ram':                   # the layer's own options: one projection, no k_proj
+            assert mixer.tie_address_projections and mixer.address_conv_init == 'shift'
+            assert not hasattr(mixer, 'k_proj')
+        else:
+            assert mixer.k_proj is mixer.q_proj
+        assert factory.__name__ == f"{name}+prior"
         assert factory.spec['address_prior'] == {'tie': True, 'shift': True}
         size = mixer_state_size(factory, mixer, 64, 64)
         assert size is not None and size['total'] > 0
