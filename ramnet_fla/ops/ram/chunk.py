@@ -93,7 +93,9 @@ class SlotChainFunction(torch.autograd.Function):
         read_key = ((head * M + read_slot) * num_tokens + token).flatten()             # [E]
         read_seq = sequence_ids[:, None, None].expand(num_tokens, H, K).flatten()
         read_row = read_seq * (H * M) + torch.div(read_key, num_tokens, rounding_mode='floor')
-        hit = torch.searchsorted(sorted_key, read_key, right=True) - 1
+        read_sorted, read_order = read_key.sort()                                        # sorted queries search faster
+        hit = torch.empty_like(read_key).index_copy_(
+            0, read_order, torch.searchsorted(sorted_key, read_sorted, right=True)) - 1
         hit_safe = hit.clamp(min=0)
         found = (hit >= 0) & (ev_row[hit_safe] == read_row)
         read_value = chained.index_select(0, hit_safe)
