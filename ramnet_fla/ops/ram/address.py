@@ -47,9 +47,7 @@ def gather_log_probs(log_probs: torch.Tensor, indices: torch.Tensor) -> torch.Te
     order the beam search used, so the values equal the beam's scores and stay sorted.
     """
     num_factors, factor_dim = log_probs.shape[-2:]
-    powers = factor_dim ** torch.arange(num_factors, device=indices.device)
-    digits = torch.div(indices[..., None], powers, rounding_mode='floor') % factor_dim     # [..., K, U]
-    columns = (digits + torch.arange(num_factors, device=indices.device) * factor_dim).flatten(-2)
+    columns = digit_columns(indices, num_factors, factor_dim)                              # [..., K*U]
     terms = log_probs.flatten(-2).gather(-1, columns).unflatten(-1, (indices.shape[-1], num_factors))
     total = terms[..., 0]
     for u in range(1, num_factors):
@@ -57,10 +55,45 @@ def gather_log_probs(log_probs: torch.Tensor, indices: torch.Tensor) -> torch.Te
     return total
 
 
+def digit_columns(indices: torch.Tensor, num_factors: int, factor_dim: int) -> torch.Tensor:
+    """Column u*d_p + a_u of every factor's digit, for flat indices [..., K] -> [..., K*U]."""
+    factors = torch.arange(num_factors, device=indices.device)
+    digits = torch.div(indices[..., None], factor_dim ** factors, rounding_mode='floor') % factor_dim
+    return (digits + factors * factor_dim).flatten(-2)
+
+
+class RAMAddressFunction(torch.autograd.Function):
+    """Top-K addresses and their log-probabilities, with a hand-written backward to the logits.
+
+    forward: logits [..., U*d_p] -> indices [..., K] (constant), log_probs [..., K].
+    backward: each factor is a log-softmax read at the chosen digits, so
+    d logits[u] = g_u - softmax[u] * sum(g_u), with g_u the log-prob gradients gathered per digit.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, num_factors, topk):
+        log_probs = factor_log_probs(logits, num_factors)                  # [..., U, d_p]
+        indices = beam_topk(log_probs, topk)
+        ctx.save_for_backward(log_probs, indices)
+        ctx.logits_dtype = logits.dtype
+        ctx.mark_non_differentiable(indices)
+        return indices, gather_log_probs(log_probs, indices)
+
+    @staticmethod
+    def backward(ctx, grad_indices, grad_log_probs):
+        log_probs, indices = ctx.saved_tensors
+        num_factors, factor_dim = log_probs.shape[-2:]
+        columns = digit_columns(indices, num_factors, factor_dim)          # [..., K*U]
+        spread = grad_log_probs.to(log_probs.dtype)[..., None].expand(*indices.shape, num_factors).flatten(-2)
+        grad = torch.zeros_like(log_probs).flatten(-2).scatter_add_(-1, columns, spread).unflatten(
+            -1, (num_factors, factor_dim))                                  # [..., U, d_p]
+        grad = grad - log_probs.exp() * grad.sum(-1, keepdim=True)          # through each log-softmax
+        return grad.flatten(-2).to(ctx.logits_dtype), None, None
+
+
 def ram_address_torch(logits: torch.Tensor, num_factors: int, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
-    log_probs = factor_log_probs(logits, num_factors)
-    indices = beam_topk(log_probs.detach(), topk)
-    return indices, gather_log_probs(log_probs, indices)
+    """The PyTorch path of `ram_address` (see there)."""
+    return RAMAddressFunction.apply(logits, num_factors, topk)
 
 
 def ram_address(logits: torch.Tensor, num_factors: int, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
