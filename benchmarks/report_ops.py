@@ -26,6 +26,8 @@ from typing import Callable
 
 import torch
 
+from ramnet_fla import profiling
+
 # issue 2's shapes: B=4, T=512, H=4, V=64 (D=64 for the baselines), U=5, d_p=4 (M=1,024), K=8
 BATCH, SEQ_LEN, HEADS, VALUE_DIM, FACTOR_DIM, TOPK = 4, 512, 4, 64, 4, 8
 NUM_FACTORS = 5
@@ -127,23 +129,8 @@ def decode_step(num_factors: int) -> tuple[Callable[[], None], int]:
 
 
 def peak_tensor_bytes(fn: Callable[[], None]) -> int:
-    """Peak bytes of tensor memory allocated during `fn` beyond what was live before it.
-
-    Replays the allocation/free events that torch.profiler records for torch's CPU allocator (every
-    tensor, in forward and backward) in time order and returns the high-water mark of their sum.
-    `fn` runs once unprofiled first, so one-time allocations (leaf .grad buffers) are not counted.
-    """
-    from torch.profiler import ProfilerActivity, profile
-    fn()
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = sorted((event.start_ns(), event.nbytes()) for event in prof.profiler.kineto_results.events()
-                    if event.name() == '[memory]')
-    live = peak = 0
-    for _, nbytes in events:
-        live += nbytes
-        peak = max(peak, live)
-    return peak
+    """Peak tensor bytes of one call of `fn` after a warm-up call (see ramnet_fla.profiling)."""
+    return profiling.peak_tensor_bytes(fn)
 
 
 def decode_address_step(num_factors: int) -> Callable[[], None]:

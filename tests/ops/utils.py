@@ -13,6 +13,8 @@ import itertools
 import pytest
 import torch
 
+from ramnet_fla.profiling import peak_tensor_bytes
+
 from ramnet_fla.ops.ram import RAMState, chunk_ram, fused_recurrent_ram, naive_recurrent_ram, ram_address
 
 
@@ -245,17 +247,5 @@ def outputs_and_grads(op, case, dtype=torch.float32):
 
 
 def peak_allocated_bytes(fn) -> int:
-    """High-water mark of tensor bytes allocated by torch's CPU allocator while `fn()` runs (beyond what
-    was live before), from the allocation and free events that torch.profiler records."""
-    from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True):
-        pass    # the first profiler start pays one-time costs; keep them out of the measured call
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = sorted((event.start_ns(), event.nbytes()) for event in prof.profiler.kineto_results.events()
-                    if event.name() == '[memory]')
-    live = peak = 0
-    for _, nbytes in events:
-        live += nbytes
-        peak = max(peak, live)
-    return peak
+    """High-water mark of tensor bytes allocated while `fn()` runs (no warm-up; see ramnet_fla.profiling)."""
+    return peak_tensor_bytes(fn, warmup=False)
