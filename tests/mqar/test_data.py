@@ -7,7 +7,7 @@ from ramnet_fla.mqar.data import IGNORE_INDEX, MQARTask, generate_mqar, split_se
 
 
 def _check_example_layout(task: MQARTask, inputs: torch.Tensor, labels: torch.Tensor) -> None:
-    D, T, half = task.num_kv_pairs, task.seq_len, task.vocab_size // 2
+    D, half = task.num_kv_pairs, task.vocab_size // 2
     keys, values = inputs[:, 0:2 * D:2], inputs[:, 1:2 * D:2]
     assert ((keys >= 1) & (keys < half)).all(), "keys come from the lower half of the vocabulary, without 0"
     assert ((values >= half) & (values < task.vocab_size)).all(), "values come from the upper half"

@@ -60,7 +60,7 @@ class SlotChainFunction(torch.autograd.Function):
                 read_slot, write_slot, sequence_ids, num_sequences, num_slots, output_final_state):
         num_tokens, H, K = write_slot.shape
         V, M, N = v.shape[-1], num_slots, num_sequences
-        device, dtype = v.device, v.dtype
+        device = v.device
         if H * M * max(num_tokens, 1) >= 2 ** 62:
             raise ValueError(f"too many tokens x heads x slots for 64-bit event keys: {num_tokens} x {H} x {M}")
         has_initial = memory0 is not None

@@ -6,7 +6,6 @@ inputs and reports a bad one with an error that names the argument and what was 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -230,6 +229,3 @@ def final_positions(shape: RAMShape, cu_seqlens: torch.Tensor | None, start: tor
     cu = cu_seqlens.to(device=start.device, dtype=torch.long)
     return start + (cu[1:] - cu[:-1])
 
-
-def log2_ceil(n: int) -> int:
-    return max(0, math.ceil(math.log2(max(n, 1))))
