@@ -5,12 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-
-def check_tensor(name: str, x, ndim: int, layout: str) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"`{name}` must be a torch.Tensor of shape {layout}, got {type(x).__name__}")
-    if x.ndim != ndim:
-        raise ValueError(f"`{name}` must have shape {layout} ({ndim} dims), got shape {tuple(x.shape)}")
+from ramnet_fla.ops.checks import check_tensor
 
 
 def check_same_tokens(reference: torch.Tensor, **tensors: torch.Tensor) -> None:
@@ -20,24 +15,6 @@ def check_same_tokens(reference: torch.Tensor, **tensors: torch.Tensor) -> None:
             raise ValueError(f"`{name}` must have B, T = {tuple(reference.shape[:2])} like q, got shape {tuple(x.shape)}")
         if x.device != reference.device:
             raise ValueError(f"`{name}` must be on q's device {reference.device}, got {x.device}")
-
-
-def check_cu_seqlens(cu_seqlens, batch: int, seq_len: int) -> torch.Tensor:
-    """Validate packed-sequence boundaries [0, ..., T] (B must be 1); return them as int64."""
-    if not isinstance(cu_seqlens, torch.Tensor):
-        raise TypeError(f"`cu_seqlens` must be a 1-D integer torch.Tensor, got {type(cu_seqlens).__name__}")
-    if cu_seqlens.ndim != 1 or cu_seqlens.numel() < 2:
-        raise ValueError(f"`cu_seqlens` must be 1-D with at least 2 entries [0, ..., T], got shape {tuple(cu_seqlens.shape)}")
-    if cu_seqlens.dtype.is_floating_point or cu_seqlens.dtype == torch.bool:
-        raise TypeError(f"`cu_seqlens` must hold integers, got {cu_seqlens.dtype}")
-    if batch != 1:
-        raise ValueError(f"packed input (`cu_seqlens` given) needs batch size 1, got {batch}")
-    bounds = cu_seqlens.tolist()
-    if bounds[0] != 0 or bounds[-1] != seq_len:
-        raise ValueError(f"`cu_seqlens` must start at 0 and end at T = {seq_len}, got {bounds[0]} ... {bounds[-1]}")
-    if any(b < a for a, b in zip(bounds[:-1], bounds[1:])):
-        raise ValueError(f"`cu_seqlens` must be non-decreasing, got {bounds}")
-    return cu_seqlens.long()
 
 
 def check_initial_state(initial_state, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:

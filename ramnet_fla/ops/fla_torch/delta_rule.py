@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import torch
 
+from ramnet_fla.ops.checks import check_cu_seqlens, check_tensor
 from ramnet_fla.ops.fla_torch.common import (
-    check_cu_seqlens,
     check_initial_state,
     check_same_tokens,
-    check_tensor,
     from_chunks,
     packed_to_padded,
     packed_token_index,

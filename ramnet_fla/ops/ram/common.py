@@ -11,6 +11,7 @@ from typing import Sequence
 
 import torch
 
+from ramnet_fla.ops.checks import check_cu_seqlens, check_tensor
 from ramnet_fla.ops.ram.state import RAMState
 
 # PDMA clamps write weights below 1 so that log1p(-w) stays finite.
@@ -37,13 +38,6 @@ class RAMShape:
     num_slots: int
     topk: int
     value_dim: int
-
-
-def _require_tensor(name: str, x, ndim: int, layout: str) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"`{name}` must be a torch.Tensor of shape {layout}, got {type(x).__name__}")
-    if x.ndim != ndim:
-        raise ValueError(f"`{name}` must have shape {layout} ({ndim} dims), got shape {tuple(x.shape)}")
 
 
 def _require_int(name: str, x, minimum: int) -> int:
@@ -92,24 +86,6 @@ def normalize_cape(cape, num_heads: int, device: torch.device) -> torch.Tensor:
     return torch.tensor([bool(c) for c in values], dtype=torch.bool, device=device)
 
 
-def check_cu_seqlens(cu_seqlens, batch: int, seq_len: int, device: torch.device) -> None:
-    if not isinstance(cu_seqlens, torch.Tensor):
-        raise TypeError(f"`cu_seqlens` must be a 1-D integer torch.Tensor, got {type(cu_seqlens).__name__}")
-    if cu_seqlens.ndim != 1 or cu_seqlens.numel() < 2:
-        raise ValueError(f"`cu_seqlens` must be 1-D with at least 2 entries [0, ..., T], got shape {tuple(cu_seqlens.shape)}")
-    if cu_seqlens.dtype.is_floating_point or cu_seqlens.dtype == torch.bool or cu_seqlens.is_complex():
-        raise TypeError(f"`cu_seqlens` must hold integers, got {cu_seqlens.dtype}")
-    if cu_seqlens.device != device:
-        raise ValueError(f"`cu_seqlens` must be on the inputs' device {device}, got {cu_seqlens.device}")
-    if batch != 1:
-        raise ValueError(f"packed input (`cu_seqlens` given) needs batch size 1, got q.shape[0] = {batch}")
-    bounds = cu_seqlens.tolist()
-    if bounds[0] != 0 or bounds[-1] != seq_len:
-        raise ValueError(f"`cu_seqlens` must start at 0 and end at T = {seq_len}, got {bounds[0]} ... {bounds[-1]}")
-    if any(b < a for a, b in zip(bounds[:-1], bounds[1:])):
-        raise ValueError("`cu_seqlens` must be non-decreasing")
-
-
 def check_initial_state(initial_state, shape: RAMShape, device: torch.device) -> RAMState:
     if not isinstance(initial_state, tuple) or len(initial_state) != 3:
         raise TypeError(
@@ -143,10 +119,10 @@ def check_ram_inputs(
 
     Returns the sizes, `cape` as a bool tensor [H], and the initial state as a RAMState (or None).
     """
-    _require_tensor('q', q, 4, '[B, T, H, U*d_p]')
-    _require_tensor('k', k, 4, '[B, T, H, U*d_p]')
-    _require_tensor('v', v, 4, '[B, T, H, V]')
-    _require_tensor('gamma', gamma, 3, '[B, T, H]')
+    check_tensor('q', q, 4, '[B, T, H, U*d_p]')
+    check_tensor('k', k, 4, '[B, T, H, U*d_p]')
+    check_tensor('v', v, 4, '[B, T, H, V]')
+    check_tensor('gamma', gamma, 3, '[B, T, H]')
     for name, x in (('q', q), ('k', k), ('v', v), ('gamma', gamma)):
         if not x.dtype.is_floating_point:
             raise TypeError(f"`{name}` must be floating point, got {x.dtype}")

@@ -1,0 +1,36 @@
+"""Argument checks shared by every op in ramnet_fla.ops (RAM-Net and the PyTorch versions of fla's ops)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def check_tensor(name: str, x, ndim: int, layout: str) -> None:
+    """`x` must be a tensor with `ndim` dims; `layout` (e.g. '[B, T, H, D]') goes into the message."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor of shape {layout}, got {type(x).__name__}")
+    if x.ndim != ndim:
+        raise ValueError(f"`{name}` must have shape {layout} ({ndim} dims), got shape {tuple(x.shape)}")
+
+
+def check_cu_seqlens(cu_seqlens, batch: int, seq_len: int, device: torch.device | None = None) -> torch.Tensor:
+    """Packed-sequence offsets [0, ..., T] for inputs of batch size 1; returned as int64.
+
+    `device`, when given, is where the inputs live (the offsets must be there too).
+    """
+    if not isinstance(cu_seqlens, torch.Tensor):
+        raise TypeError(f"`cu_seqlens` must be a 1-D integer torch.Tensor, got {type(cu_seqlens).__name__}")
+    if cu_seqlens.ndim != 1 or cu_seqlens.numel() < 2:
+        raise ValueError(f"`cu_seqlens` must be 1-D with at least 2 entries [0, ..., T], got shape {tuple(cu_seqlens.shape)}")
+    if cu_seqlens.dtype.is_floating_point or cu_seqlens.dtype == torch.bool or cu_seqlens.is_complex():
+        raise TypeError(f"`cu_seqlens` must hold integers, got {cu_seqlens.dtype}")
+    if device is not None and cu_seqlens.device != device:
+        raise ValueError(f"`cu_seqlens` must be on the inputs' device {device}, got {cu_seqlens.device}")
+    if batch != 1:
+        raise ValueError(f"packed input (`cu_seqlens` given) needs batch size 1, got q.shape[0] = {batch}")
+    bounds = cu_seqlens.tolist()
+    if bounds[0] != 0 or bounds[-1] != seq_len:
+        raise ValueError(f"`cu_seqlens` must start at 0 and end at T = {seq_len}, got {bounds[0]} ... {bounds[-1]}")
+    if any(b < a for a, b in zip(bounds[:-1], bounds[1:])):
+        raise ValueError(f"`cu_seqlens` must be non-decreasing, got {bounds}")
+    return cu_seqlens.long()
