@@ -7,6 +7,8 @@ import warnings
 
 import torch
 import torch.nn as nn
+from einops import rearrange
+from fla.layers.utils import repad_hidden_states, update_layer_cache
 
 from ramnet_fla.modules import make_cpu_capable
 
@@ -73,3 +75,20 @@ def check_seq_len(seq_len) -> int:
     if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 0:
         raise ValueError(f"`seq_len` must be an int >= 0, got {seq_len!r}")
     return seq_len
+
+
+def finish_delta_rule_layer(layer: nn.Module, o, hidden_states, past_key_values, recurrent_state, conv_state,
+                            indices, batch_size: int, q_len: int):
+    """The common tail of fla's DeltaNet and GatedDeltaNet forwards, on the CPU path.
+
+    Cache update, output norm (gated by g_proj when `use_gate`), o_proj and repad. o: [B, T, HV, V].
+    Returns fla's layer result (o [B, T, hidden], None, past_key_values).
+    """
+    update_layer_cache(layer, past_key_values, recurrent_state=recurrent_state,
+                       conv_state=conv_state if layer.use_short_conv else None, offset=q_len)
+    if layer.use_gate:
+        o = layer.o_norm(o, rearrange(layer.g_proj(hidden_states), '... (h d) -> ... h d', d=layer.head_v_dim))
+    else:
+        o = layer.o_norm(o)
+    o = layer.o_proj(rearrange(o, 'b t h d -> b t (h d)'))
+    return repad_hidden_states(o, indices, batch_size, q_len), None, past_key_values

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from fla.layers import DeltaNet as FlaDeltaNet
 from fla.layers.delta_net import sum_norm
-from fla.layers.utils import get_layer_cache, repad_hidden_states, unpad_hidden_states, update_layer_cache
+from fla.layers.utils import get_layer_cache, unpad_hidden_states
 
 from ramnet_fla.modules import use_fla_kernels
 from ramnet_fla.ops.fla_torch import torch_chunk_delta_rule
@@ -17,6 +17,7 @@ from ramnet_fla.plugins._common import (
     check_attention_mask,
     check_seq_len,
     cpu_capable_init,
+    finish_delta_rule_layer,
     short_conv_qkv,
 )
 
@@ -71,15 +72,8 @@ class DeltaNet(FlaDeltaNet):
         o, recurrent_state = torch_chunk_delta_rule(q, k, v, beta, initial_state=recurrent_state,
                                                     output_final_state=use_cache, cu_seqlens=cu_seqlens,
                                                     use_qk_l2norm_in_kernel=(self.qk_norm == 'l2'))
-        update_layer_cache(self, past_key_values, recurrent_state=recurrent_state,
-                           conv_state=conv_state if self.use_short_conv else None, offset=q_len)
-
-        if self.use_gate:
-            o = self.o_norm(o, rearrange(self.g_proj(hidden_states), '... (h d) -> ... h d', d=self.head_v_dim))
-        else:
-            o = self.o_norm(o)
-        o = self.o_proj(rearrange(o, 'b t h d -> b t (h d)'))
-        return repad_hidden_states(o, indices, batch_size, q_len), None, past_key_values
+        return finish_delta_rule_layer(self, o, hidden_states, past_key_values, recurrent_state, conv_state,
+                                       indices, batch_size, q_len)
 
 
 def deltanet_state_size(hidden_size: int, seq_len: int, **kwargs) -> dict:
