@@ -6,18 +6,14 @@ one path; forcing `triton` on CPU tensors runs fla's kernels under `TRITON_INTER
 
 from __future__ import annotations
 
-import os
-
 import torch
 
-from ramnet_fla.ops.ram.backend import BACKENDS, ENV_VAR
+from ramnet_fla.ops.ram.backend import forced_backend
 
 
 def use_fla_kernels(x: torch.Tensor) -> bool:
     """True when `x` should go through fla's Triton kernels, False for the PyTorch path."""
-    forced = os.environ.get(ENV_VAR, '').strip().lower()
+    forced = forced_backend()
     if forced:
-        if forced not in BACKENDS:
-            raise ValueError(f"{ENV_VAR} must be one of {BACKENDS}, got {forced!r}")
         return forced == 'triton'
     return x.device.type != 'cpu'

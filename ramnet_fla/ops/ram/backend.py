@@ -14,11 +14,16 @@ BACKENDS = ('torch', 'triton')
 ENV_VAR = 'RAMNET_FLA_BACKEND'
 
 
+def forced_backend() -> str | None:
+    """The backend `RAMNET_FLA_BACKEND` forces ('torch' or 'triton'), or None when it is unset."""
+    forced = os.environ.get(ENV_VAR, '').strip().lower()
+    if not forced:
+        return None
+    if forced not in BACKENDS:
+        raise ValueError(f"{ENV_VAR} must be one of {BACKENDS}, got {forced!r}")
+    return forced
+
+
 def select_backend(x: torch.Tensor) -> str:
     """'triton' or 'torch' for an op whose inputs live where `x` lives."""
-    forced = os.environ.get(ENV_VAR, '').strip().lower()
-    if forced:
-        if forced not in BACKENDS:
-            raise ValueError(f"{ENV_VAR} must be one of {BACKENDS}, got {forced!r}")
-        return forced
-    return 'triton' if x.is_cuda else 'torch'
+    return forced_backend() or ('triton' if x.is_cuda else 'torch')
