@@ -10,8 +10,6 @@ into the Top-K, because the K better prefixes completed with its suffix beat it.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
 from ramnet_fla.ops.ram.backend import select_backend
@@ -19,87 +17,125 @@ from ramnet_fla.ops.ram.common import check_address_args
 
 
 def factor_log_probs(logits: torch.Tensor, num_factors: int) -> torch.Tensor:
-    """Per-factor log-softmax. logits: [..., U*d_p] -> [..., U, d_p] in float32 (float64 stays)."""
-    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    return logits.to(dtype).unflatten(-1, (num_factors, -1)).log_softmax(-1)
+    """Per-factor log-softmax, rows last: logits [..., U*d_p] -> [U, d_p, R] with R = prod(...).
 
-
-# below this many rows (e.g. decoding a few sequences) `beam_topk` ranks every candidate
-PRUNE_MIN_ROWS = 256
-
-
-@functools.lru_cache(maxsize=None)
-def _dominance_pairs(beam_width: int, factor_dim: int, topk: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Candidates (i, j) that can still reach the Top-K when beam and digits are sorted best first.
-
-    Candidate (i, j) (i-th prefix, j-th best digit) is beaten or tied by every (i', j') with i' <= i
-    and j' <= j, so it can only be among the K best if (i + 1) * (j + 1) <= K.
+    float32 (float64 stays float64). Rows last keeps every later step a contiguous, vectorised
+    operation over R, whereas the tiny d_p and K dims would otherwise be the innermost loops.
     """
-    pairs = [(i, j) for i in range(beam_width) for j in range(factor_dim) if (i + 1) * (j + 1) <= topk]
-    prefix = torch.tensor([i for i, _ in pairs], device=device)
-    digit = torch.tensor([j for _, j in pairs], device=device)
-    return prefix, digit
+    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    factor_dim = logits.shape[-1] // num_factors
+    return logits.reshape(-1, num_factors, factor_dim).to(dtype).permute(1, 2, 0).contiguous().log_softmax(1)
+
+
+# The fast beam search orders candidates by one float64 key: the float32 score in the high bits and
+# the flat index in the 29 low bits, which a float32 widened to float64 leaves zero.
+_INDEX_BITS = 29
+_INDEX_MASK = (1 << _INDEX_BITS) - 1
+_SCORE_MIN, _SCORE_MAX = -torch.finfo(torch.float32).max, -torch.finfo(torch.float32).tiny
+# below this many rows (e.g. decoding a few sequences) the few operations of `ranked_beam_topk` win
+MERGE_MIN_ROWS = 128
+
+
+def _pack(score: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """float32 scores and int64 indices (< 2**29) -> float64 keys ordered by score, then lower index.
+
+    Scores are kept in [-float32 max, -float32 tiny] (log-probabilities are <= 0): no key is an
+    infinity, NaN or subnormal, so comparisons stay exact with flush-to-zero.
+    """
+    bits = score.clamp(_SCORE_MIN, _SCORE_MAX).to(torch.float64).view(torch.int64)
+    return (bits | index).view(torch.float64)
+
+
+def _unpack(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """float64 keys -> (float32 scores, int64 indices), exactly as packed."""
+    bits = key.view(torch.int64)
+    return (bits & ~_INDEX_MASK).view(torch.float64).to(torch.float32), bits & _INDEX_MASK
+
+
+def _sort_bitonic(x: torch.Tensor) -> torch.Tensor:
+    """Sort bitonic runs descending along dim -2. x: [..., n, R], n a power of two (a half-cleaner
+    cascade: log2(n) rounds of compare-exchange at distance n/2, n/4, ..., 1)."""
+    n = x.shape[-2]
+    half = n // 2
+    while half >= 1:
+        pairs = x.unflatten(-2, (n // (2 * half), 2, half))
+        first, second = pairs.select(-3, 0), pairs.select(-3, 1)
+        x = torch.stack((torch.maximum(first, second), torch.minimum(first, second)), dim=-3).flatten(-4, -2)
+        half //= 2
+    return x
+
+
+def _merge_pairs(lists: torch.Tensor, limit: int) -> torch.Tensor:
+    """Merge sorted lists pairwise: [L, n, R] (descending along n) -> [L/2, min(2n, limit), R].
+
+    A list followed by its partner reversed is bitonic; when 2n > limit (then n == limit), the
+    elementwise max of the two holds the best `limit` of the union, also as a bitonic run.
+    """
+    first, second = lists[0::2], lists[1::2].flip(-2)
+    if 2 * lists.shape[-2] <= limit:
+        return _sort_bitonic(torch.cat((first, second), dim=-2))
+    return _sort_bitonic(torch.maximum(first, second))
+
+
+def merge_beam_topk(log_probs: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The beam search as sorting networks: the fast path for many float32 rows, d_p a power of two.
+
+    log_probs: [U, d_p, R] float32. Returns (indices [K, R] int64, scores [K, R] float32), best first.
+    Each factor extends the sorted beam by each digit (d_p sorted lists, since adding a digit's score
+    keeps the beam's order) and merges the lists pairwise, keeping the best 2**ceil(log2 K); only
+    elementwise max/min over R are used, which cost far less than a Top-K per row.
+    """
+    num_factors, factor_dim, rows = log_probs.shape
+    limit = 1 << (topk - 1).bit_length()                    # K rounded up to a power of two
+    digits = torch.arange(factor_dim, device=log_probs.device)
+    beam = None
+    for u in range(num_factors):
+        offset = (digits * factor_dim ** u)[:, None, None]                           # [d_p, 1, 1]
+        if beam is None:
+            score, index = log_probs[u][:, None, :], offset.expand(factor_dim, 1, rows)
+        else:
+            beam_score, beam_index = _unpack(beam)                                    # [w, R]
+            score, index = beam_score + log_probs[u][:, None, :], beam_index + offset   # [d_p, w, R]
+        lists = _pack(score, index)
+        while lists.shape[0] > 1:
+            lists = _merge_pairs(lists, limit)
+        beam = lists[0]
+    score, index = _unpack(beam[:topk])
+    return index, score
+
+
+def ranked_beam_topk(log_probs: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The beam search with one Top-K per factor over all K*d_p candidates: any dtype and d_p.
+
+    log_probs: [U, d_p, R]. Returns (indices [K, R] int64, scores [K, R]), best first; the scores
+    are sums over factors in factor order, in log_probs' dtype.
+    """
+    num_factors, factor_dim, rows = log_probs.shape
+    score = log_probs.new_zeros(1, rows)                    # [b, R], b = beam width so far
+    index = torch.zeros(1, rows, dtype=torch.long, device=log_probs.device)
+    digits = torch.arange(factor_dim, device=log_probs.device)
+    for u in range(num_factors):
+        score = (log_probs[u][:, None, :] + score).flatten(0, 1)                        # [d_p*b, R]
+        index = (index + (digits * factor_dim ** u)[:, None, None]).flatten(0, 1)
+        if score.shape[0] > topk or u == num_factors - 1:
+            score, best = score.topk(min(topk, score.shape[0]), dim=0)   # sorted, best first
+            index = index.gather(0, best)
+    return index, score
 
 
 @torch.no_grad()
-def beam_topk(log_probs: torch.Tensor, topk: int) -> torch.Tensor:
-    """Flat indices [..., K] of the K most likely addresses, best first. log_probs: [..., U, d_p].
+def beam_topk(log_probs: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The K most likely addresses: (flat indices [K, R], log-probabilities [K, R]), best first.
 
-    With many rows (training), each factor's digits are sorted first so that candidates that cannot
-    reach the Top-K are never formed (`_dominance_pairs`: 32 -> 16 per row for K=8, d_p=4); with few
-    rows (decoding) the extra sort costs more than it saves, and all K*d_p candidates are ranked.
+    log_probs: [U, d_p, R] from `factor_log_probs`. Many float32 rows with d_p a power of two take
+    `merge_beam_topk`; the rest (decoding, float64, other d_p, M > 2**29) `ranked_beam_topk`.
+    Both are exact; ties may be broken differently.
     """
-    *lead, num_factors, factor_dim = log_probs.shape
-    prune = log_probs[..., 0, 0].numel() >= PRUNE_MIN_ROWS
-    if prune:
-        factor_score, factor_digit = log_probs.sort(dim=-1, descending=True)             # [..., U, d_p]
-    else:
-        factor_score = log_probs
-        factor_digit = torch.arange(factor_dim, device=log_probs.device).expand(log_probs.shape)
-    beam_score = log_probs.new_zeros(*lead, 1)              # [..., b], b = beam width so far
-    beam_index = torch.zeros(*lead, 1, dtype=torch.long, device=log_probs.device)
-    for u in range(num_factors):
-        width, scale = beam_score.shape[-1], factor_dim ** u
-        if prune and width == 1:                            # one prefix: its best digits are the best candidates
-            keep = min(topk, factor_dim)
-            beam_score = beam_score + factor_score[..., u, :keep]
-            beam_index = beam_index + factor_digit[..., u, :keep] * scale
-            continue
-        if prune and width * factor_dim > topk:             # beam and digits sorted: skip dominated candidates
-            prefix, digit = _dominance_pairs(width, factor_dim, topk, log_probs.device)
-            score = beam_score.index_select(-1, prefix) + factor_score[..., u, :].index_select(-1, digit)
-            index = beam_index.index_select(-1, prefix) + factor_digit[..., u, :].index_select(-1, digit) * scale
-        else:
-            score = (beam_score[..., :, None] + factor_score[..., u, None, :]).flatten(-2)    # [..., b*d_p]
-            index = (beam_index[..., :, None] + factor_digit[..., u, None, :] * scale).flatten(-2)
-            if not prune and score.shape[-1] <= topk and u < num_factors - 1:
-                beam_score, beam_index = score, index       # nothing to prune yet; order not needed
-                continue
-        beam_score, best = score.topk(min(topk, score.shape[-1]), dim=-1)   # sorted, best first
-        beam_index = index.gather(-1, best)
-    return beam_index
-
-
-def gather_log_probs(log_probs: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-    """log w(a) for flat indices [..., K], summed factor by factor. log_probs: [..., U, d_p].
-
-    One gather of every factor's digit (so one scatter in backward), then a left-to-right sum, the
-    order the beam search used, so the values equal the beam's scores and stay sorted.
-    """
-    num_factors, factor_dim = log_probs.shape[-2:]
-    columns = digit_columns(indices, num_factors, factor_dim)                              # [..., K*U]
-    terms = log_probs.flatten(-2).gather(-1, columns).unflatten(-1, (indices.shape[-1], num_factors))
-    total = terms[..., 0]
-    for u in range(1, num_factors):
-        total = total + terms[..., u]
-    return total
-
-
-def digit_columns(indices: torch.Tensor, num_factors: int, factor_dim: int) -> torch.Tensor:
-    """Column u*d_p + a_u of every factor's digit, for flat indices [..., K] -> [..., K*U]."""
-    factors = torch.arange(num_factors, device=indices.device)
-    digits = torch.div(indices[..., None], factor_dim ** factors, rounding_mode='floor') % factor_dim
-    return (digits + factors * factor_dim).flatten(-2)
+    num_factors, factor_dim, rows = log_probs.shape
+    if (rows >= MERGE_MIN_ROWS and log_probs.dtype == torch.float32 and factor_dim & (factor_dim - 1) == 0
+            and factor_dim ** num_factors <= _INDEX_MASK + 1):
+        return merge_beam_topk(log_probs, topk)
+    return ranked_beam_topk(log_probs, topk)
 
 
 class RAMAddressFunction(torch.autograd.Function):
@@ -107,28 +143,30 @@ class RAMAddressFunction(torch.autograd.Function):
 
     forward: logits [..., U*d_p] -> indices [..., K] (constant), log_probs [..., K].
     backward: each factor is a log-softmax read at the chosen digits, so
-    d logits[u] = g_u - softmax[u] * sum(g_u), with g_u the log-prob gradients gathered per digit.
+    d logits[u] = g_u - softmax[u] * sum(g_u), with g_u the log-prob gradients summed per digit.
     """
 
     @staticmethod
     def forward(ctx, logits, num_factors, topk):
-        log_probs = factor_log_probs(logits, num_factors)                  # [..., U, d_p]
-        indices = beam_topk(log_probs, topk)
+        log_probs = factor_log_probs(logits, num_factors)                  # [U, d_p, R]
+        indices, scores = beam_topk(log_probs, topk)                       # [K, R]
         ctx.save_for_backward(log_probs, indices)
-        ctx.logits_dtype = logits.dtype
+        ctx.logits_shape, ctx.logits_dtype = logits.shape, logits.dtype
         ctx.mark_non_differentiable(indices)
-        return indices, gather_log_probs(log_probs, indices)
+        lead = logits.shape[:-1]
+        return indices.t().reshape(*lead, topk), scores.t().reshape(*lead, topk)
 
     @staticmethod
     def backward(ctx, grad_indices, grad_log_probs):
-        log_probs, indices = ctx.saved_tensors
-        num_factors, factor_dim = log_probs.shape[-2:]
-        columns = digit_columns(indices, num_factors, factor_dim)          # [..., K*U]
-        spread = grad_log_probs.to(log_probs.dtype)[..., None].expand(*indices.shape, num_factors).flatten(-2)
-        grad = torch.zeros_like(log_probs).flatten(-2).scatter_add_(-1, columns, spread).unflatten(
-            -1, (num_factors, factor_dim))                                  # [..., U, d_p]
-        grad = grad - log_probs.exp() * grad.sum(-1, keepdim=True)          # through each log-softmax
-        return grad.flatten(-2).to(ctx.logits_dtype), None, None
+        log_probs, indices = ctx.saved_tensors                             # [U, d_p, R], [K, R]
+        num_factors, factor_dim, rows = log_probs.shape
+        scales = factor_dim ** torch.arange(num_factors, device=indices.device)
+        digits = torch.div(indices, scales[:, None, None], rounding_mode='floor') % factor_dim     # [U, K, R]
+        upstream = grad_log_probs.reshape(rows, -1).t().to(log_probs.dtype)                         # [K, R]
+        grad = log_probs.new_zeros(num_factors, factor_dim, rows).scatter_add_(
+            1, digits, upstream.expand(num_factors, -1, -1))                                       # [U, d_p, R]
+        grad = grad - log_probs.exp() * grad.sum(1, keepdim=True)          # through each log-softmax
+        return grad.permute(2, 0, 1).reshape(ctx.logits_shape).to(ctx.logits_dtype), None, None
 
 
 def ram_address_torch(logits: torch.Tensor, num_factors: int, topk: int) -> tuple[torch.Tensor, torch.Tensor]:

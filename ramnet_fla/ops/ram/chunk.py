@@ -30,7 +30,7 @@ from ramnet_fla.ops.ram.common import (
     pdma_decay,
     token_layout,
 )
-from ramnet_fla.ops.ram.scan import affine_scan_
+from ramnet_fla.ops.ram.scan import chain_layout, chain_previous_dot, chain_scan_, chain_scan_reverse_
 from ramnet_fla.ops.ram.state import RAMState
 
 
@@ -70,69 +70,75 @@ class SlotChainFunction(torch.autograd.Function):
         head = torch.arange(H, device=device)[None, :, None]
         write_key = ((head * M + write_slot) * num_tokens + token).flatten()          # [E]
         sorted_key, order = write_key.sort()
-        ev_token_head = torch.div(order, K, rounding_mode='floor')                     # t * H + h
-        ev_seq = sequence_ids.index_select(0, torch.div(ev_token_head, H, rounding_mode='floor'))
-        ev_slot_key = torch.div(sorted_key, num_tokens, rounding_mode='floor')          # head * M + slot
-        ev_row = ev_seq * (H * M) + ev_slot_key                                         # row of [N*H*M]
+        slot_key = torch.div(sorted_key, num_tokens, rounding_mode='floor')           # head * M + slot
+        token_of = torch.div(order, H * K, rounding_mode='floor')
+        row = sequence_ids.index_select(0, token_of) * (H * M) + slot_key              # row of [N*H*M]
         chain_start = torch.ones_like(order, dtype=torch.bool)
-        chain_start[1:] = ev_row[1:] != ev_row[:-1]
+        chain_start[1:] = row[1:] != row[:-1]
+        # ---- and lay the chains out depth by depth (scan.py); events below are depth-major ----
+        layout = chain_layout(chain_start)
+        event = torch.empty_like(order).index_copy_(0, layout.position, order)        # flat (t, h, k)
+        ev_row = torch.empty_like(row).index_copy_(0, layout.position, row)
+        ev_token_head = torch.div(event, K, rounding_mode='floor')                     # t * H + h
+        num_chains = layout.widths[0]                                                  # chain starts: rows [0, C)
 
-        ev_weight = write_weight.flatten().index_select(0, order)
+        ev_weight = write_weight.flatten().index_select(0, event)
         ev_retain = pdma_decay(ev_weight, gamma.flatten().index_select(0, ev_token_head))
         ev_v = v.reshape(-1, V).index_select(0, ev_token_head)                          # [E, V]
-        increment = v.new_empty(order.shape[0], V + 1)                                   # w * [v, 1]
-        torch.mul(ev_v, ev_weight[:, None], out=increment[:, :V])
-        increment[:, V] = ev_weight
+        chained = v.new_empty(order.shape[0], V + 1)                                     # w * [v, 1]
+        torch.mul(ev_v, ev_weight[:, None], out=chained[:, :V])
+        chained[:, V] = ev_weight
         if has_initial:
             memory0_rows, mass0_rows = memory0.reshape(N * H * M, V), mass0.reshape(N * H * M)
-            starts = chain_start.nonzero().squeeze(1)
-            increment.index_add_(0, starts, ev_retain[starts, None] * _gather_rows(memory0_rows, mass0_rows, ev_row[starts]))
-        chained = affine_scan_(ev_retain.masked_fill(chain_start, 0), increment)         # [E, V+1], in place
+            chained[:num_chains].addcmul_(_gather_rows(memory0_rows, mass0_rows, ev_row[:num_chains]),
+                                          ev_retain[:num_chains, None])
+        chain_scan_(ev_retain, chained, layout)                                          # [E, V+1], in place
 
         # ---- reads: the slot's latest write at or before t, else the initial state ----
         read_key = ((head * M + read_slot) * num_tokens + token).flatten()             # [E]
-        read_seq = sequence_ids[:, None, None].expand(num_tokens, H, K).flatten()
-        read_row = read_seq * (H * M) + torch.div(read_key, num_tokens, rounding_mode='floor')
+        read_row = sequence_ids[:, None, None].expand(num_tokens, H, K).flatten() * (H * M) + torch.div(
+            read_key, num_tokens, rounding_mode='floor')
         read_sorted, read_order = read_key.sort()                                        # sorted queries search faster
         hit = torch.empty_like(read_key).index_copy_(
             0, read_order, torch.searchsorted(sorted_key, read_sorted, right=True)) - 1
         hit_safe = hit.clamp(min=0)
-        found = (hit >= 0) & (ev_row[hit_safe] == read_row)
-        read_value = chained.index_select(0, hit_safe)
+        found = (hit >= 0) & (row.index_select(0, hit_safe) == read_row)
+        hit = layout.position.index_select(0, hit_safe)                                  # depth-major
+        read_value = chained.index_select(0, hit)
         missed = (~found).nonzero().squeeze(1)
         read_value.index_copy_(0, missed, _gather_rows(memory0_rows, mass0_rows, read_row[missed]) if has_initial
                                else read_value.new_zeros(missed.shape[0], V + 1))
         scale = read_weight.flatten() / (read_value[:, V] + READ_EPS)                    # r / (z + eps)
-        o = (read_value[:, :V] * scale[:, None]).view(num_tokens, H, K, V).sum(2)
+        o = torch.bmm(scale.view(-1, 1, K), read_value.view(-1, K, V + 1)[..., :V]).view(num_tokens, H, V)
 
         memory = mass = None
         if output_final_state:
-            chain_end = torch.ones_like(chain_start)
-            chain_end[:-1] = chain_start[1:]
-            ends = chain_end.nonzero().squeeze(1)
             # two contiguous tensors, so that decoding can update them in place without a copy
             memory = memory0.clone() if has_initial else v.new_zeros(N, H, M, V)
             mass = mass0.clone() if has_initial else v.new_zeros(N, H, M)
-            _copy_rows_(memory.view(-1, V), mass.view(-1), ev_row[ends], chained.index_select(0, ends))
+            _copy_rows_(memory.view(-1, V), mass.view(-1), ev_row[layout.ends], chained.index_select(0, layout.ends))
 
-        ctx.save_for_backward(read_weight, gamma, memory0, mass0, order, ev_token_head, ev_row, chain_start,
-                              ev_weight, ev_retain, ev_v, chained, hit_safe, found, read_row, read_value)
+        ctx.save_for_backward(read_weight, gamma, memory0, mass0, event, ev_token_head, ev_row,
+                              ev_weight, ev_retain, ev_v, chained, hit, found, read_row, read_value)
+        ctx.layout = layout
         ctx.sizes = (num_tokens, H, K, V, M, N)
         return o, memory, mass
 
     @staticmethod
     def backward(ctx, grad_o, grad_memory, grad_mass):
-        (read_weight, gamma, memory0, mass0, order, ev_token_head, ev_row, chain_start,
+        (read_weight, gamma, memory0, mass0, event, ev_token_head, ev_row,
          ev_weight, ev_retain, ev_v, chained, hit, found, read_row, read_value) = ctx.saved_tensors
+        layout = ctx.layout
         num_tokens, H, K, V, M, N = ctx.sizes
         has_initial = memory0 is not None
         dtype = chained.dtype
+        num_events, num_chains = chained.shape[0], layout.widths[0]
 
         # ---- through the reads: o = sum_k r_k * num_k / (den_k + eps) ----
         grad_o = grad_o.to(dtype).contiguous()             # e.g. the expanded gradient of o.sum()
         r = read_weight.flatten()
         denominator = read_value[:, V] + READ_EPS
-        dot = torch.einsum('thv,thkv->thk', grad_o, read_value[:, :V].view(num_tokens, H, K, V)).flatten()
+        dot = torch.bmm(read_value.view(-1, K, V + 1)[..., :V], grad_o.view(-1, V, 1)).flatten()
         grad_read_weight = (dot / denominator).view(num_tokens, H, K)
         grad_read_value = chained.new_empty(num_tokens, H, K, V + 1)                      # [E, V+1]
         torch.mul(grad_o[:, :, None, :], (r / denominator).view(num_tokens, H, K, 1), out=grad_read_value[..., :V])
@@ -141,40 +147,32 @@ class SlotChainFunction(torch.autograd.Function):
 
         # ---- into the chains: direct gradient of every chain element, then the reverse scan ----
         # reads that found no write in this call go to a spare last row (the initial state's business)
-        direct = chained.new_zeros(chained.shape[0] + 1, V + 1)
-        direct.index_add_(0, hit.masked_fill(~found, chained.shape[0]), grad_read_value)
-        direct = direct[:-1]
+        grad_chained = chained.new_zeros(num_events + 1, V + 1)
+        grad_chained.index_add_(0, hit.masked_fill(~found, num_events), grad_read_value)
+        grad_chained = grad_chained[:-1]
         # the final state's gradient enters each chain at its last element
         if grad_memory is not None or grad_mass is not None:
             grad_memory = grad_memory if grad_memory is not None else chained.new_zeros(N, H, M, V)
             grad_mass = grad_mass if grad_mass is not None else chained.new_zeros(N, H, M)
-            chain_end = torch.ones_like(chain_start)
-            chain_end[:-1] = chain_start[1:]
-            ends = chain_end.nonzero().squeeze(1)
-            direct.index_add_(0, ends, _gather_rows(grad_memory.reshape(-1, V).to(dtype),
-                                                    grad_mass.reshape(-1).to(dtype), ev_row[ends]))
-        next_retain = torch.zeros_like(ev_retain)
-        next_retain[:-1] = ev_retain[1:].masked_fill(chain_start[1:], 0)
-        grad_chained = affine_scan_(next_retain, direct, reverse=True)                   # [E, V+1], in place
+            grad_chained.index_add_(0, layout.ends, _gather_rows(grad_memory.reshape(-1, V).to(dtype),
+                                                                 grad_mass.reshape(-1).to(dtype), ev_row[layout.ends]))
+        chain_scan_reverse_(ev_retain, grad_chained, layout)                            # [E, V+1], in place
 
         # ---- to the write weights, decays, values ----
         # d lambda_e = <grad S_e, S before write e>: the previous chain element, or the initial state
-        grad_retain = torch.zeros_like(ev_retain)
-        grad_retain[1:] = torch.einsum('ed,ed->e', grad_chained[1:], chained[:-1])
-        starts = chain_start.nonzero().squeeze(1)
+        grad_retain = chain_previous_dot(grad_chained, chained, layout)
         if has_initial:
-            grad_retain[starts] = torch.einsum('ed,ed->e', grad_chained.index_select(0, starts),
-                                               _gather_rows(memory0.reshape(-1, V), mass0.reshape(-1), ev_row[starts]))
-        else:
-            grad_retain[starts] = 0
+            grad_retain[:num_chains] = torch.linalg.vecdot(
+                grad_chained[:num_chains],
+                _gather_rows(memory0.reshape(-1, V), mass0.reshape(-1), ev_row[:num_chains]))
         clamped = ev_weight.clamp(max=WEIGHT_CLAMP)
         ev_gamma = gamma.flatten().index_select(0, ev_token_head)
-        grad_weight = (grad_chained[:, :V] * ev_v).sum(1) + grad_chained[:, V]        # <grad, [v, 1]>
+        grad_weight = torch.linalg.vecdot(grad_chained[:, :V], ev_v) + grad_chained[:, V]   # <grad, [v, 1]>
         grad_weight -= torch.where(ev_weight < WEIGHT_CLAMP, grad_retain * ev_retain * ev_gamma / (1 - clamped), 0.0)
         grad_gamma_ev = grad_retain * ev_retain * torch.log1p(-clamped)
-        grad_write_weight = torch.empty_like(grad_weight).index_copy_(0, order, grad_weight)
+        grad_write_weight = torch.empty_like(grad_weight).index_copy_(0, event, grad_weight)
         grad_v = grad_chained.new_zeros(num_tokens * H, V).index_add_(
-            0, ev_token_head, ev_weight[:, None] * grad_chained[:, :V])
+            0, ev_token_head, grad_chained[:, :V] * ev_weight[:, None])
         grad_gamma = grad_chained.new_zeros(num_tokens * H).index_add_(0, ev_token_head, grad_gamma_ev)
 
         # ---- to the initial state: untouched slots pass the final-state gradient straight through ----
@@ -185,8 +183,8 @@ class SlotChainFunction(torch.autograd.Function):
             grad_memory0 = grad_memory.to(dtype).clone() if grad_memory is not None else chained.new_zeros(N, H, M, V)
             grad_mass0 = grad_mass.to(dtype).clone() if grad_mass is not None else chained.new_zeros(N, H, M)
             memory_rows, mass_rows = grad_memory0.view(-1, V), grad_mass0.view(-1)
-            _copy_rows_(memory_rows, mass_rows, ev_row[starts],
-                        ev_retain[starts, None] * grad_chained.index_select(0, starts))
+            _copy_rows_(memory_rows, mass_rows, ev_row[:num_chains],
+                        ev_retain[:num_chains, None] * grad_chained[:num_chains])
             missed = (~found).nonzero().squeeze(1)
             missed_grad = grad_read_value.index_select(0, missed)
             memory_rows.index_add_(0, read_row[missed], missed_grad[:, :V])
