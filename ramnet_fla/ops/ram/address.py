@@ -154,7 +154,7 @@ class RAMAddressFunction(torch.autograd.Function):
         ctx.logits_shape, ctx.logits_dtype = logits.shape, logits.dtype
         ctx.mark_non_differentiable(indices)
         lead = logits.shape[:-1]
-        return indices.t().reshape(*lead, topk), scores.t().reshape(*lead, topk)
+        return indices.t().contiguous().view(*lead, topk), scores.t().contiguous().view(*lead, topk)
 
     @staticmethod
     def backward(ctx, grad_indices, grad_log_probs):

@@ -78,16 +78,16 @@ class SlotChainFunction(torch.autograd.Function):
         # ---- and lay the chains out depth by depth (scan.py); events below are depth-major ----
         layout = chain_layout(chain_start)
         event = torch.empty_like(order).index_copy_(0, layout.position, order)        # flat (t, h, k)
+        in_token_order = torch.empty_like(order).index_copy_(0, order, layout.position)   # its inverse
         ev_row = torch.empty_like(row).index_copy_(0, layout.position, row)
         ev_token_head = torch.div(event, K, rounding_mode='floor')                     # t * H + h
         num_chains = layout.widths[0]                                                  # chain starts: rows [0, C)
 
         ev_weight = write_weight.flatten().index_select(0, event)
         ev_retain = pdma_decay(ev_weight, gamma.flatten().index_select(0, ev_token_head))
-        ev_v = v.reshape(-1, V).index_select(0, ev_token_head)                          # [E, V]
-        chained = v.new_empty(order.shape[0], V + 1)                                     # w * [v, 1]
-        torch.mul(ev_v, ev_weight[:, None], out=chained[:, :V])
-        chained[:, V] = ev_weight
+        # increments w * [v, 1]: one gather of the token rows [v, 1], scaled in place
+        chained = torch.cat([v.reshape(-1, V), v.new_ones(num_tokens * H, 1)], dim=1).index_select(0, ev_token_head)
+        chained.mul_(ev_weight[:, None])                                                 # [E, V+1]
         if has_initial:
             memory0_rows, mass0_rows = memory0.reshape(N * H * M, V), mass0.reshape(N * H * M)
             chained[:num_chains].addcmul_(_gather_rows(memory0_rows, mass0_rows, ev_row[:num_chains]),
@@ -118,16 +118,16 @@ class SlotChainFunction(torch.autograd.Function):
             mass = mass0.clone() if has_initial else v.new_zeros(N, H, M)
             _copy_rows_(memory.view(-1, V), mass.view(-1), ev_row[layout.ends], chained.index_select(0, layout.ends))
 
-        ctx.save_for_backward(read_weight, gamma, memory0, mass0, event, ev_token_head, ev_row,
-                              ev_weight, ev_retain, ev_v, chained, hit, found, read_row, read_value)
+        ctx.save_for_backward(read_weight, write_weight, v, gamma, memory0, mass0, in_token_order, ev_row,
+                              ev_retain, chained, hit, found, read_row, read_value)
         ctx.layout = layout
         ctx.sizes = (num_tokens, H, K, V, M, N)
         return o, memory, mass
 
     @staticmethod
     def backward(ctx, grad_o, grad_memory, grad_mass):
-        (read_weight, gamma, memory0, mass0, event, ev_token_head, ev_row,
-         ev_weight, ev_retain, ev_v, chained, hit, found, read_row, read_value) = ctx.saved_tensors
+        (read_weight, write_weight, v, gamma, memory0, mass0, in_token_order, ev_row,
+         ev_retain, chained, hit, found, read_row, read_value) = ctx.saved_tensors
         layout = ctx.layout
         num_tokens, H, K, V, M, N = ctx.sizes
         has_initial = memory0 is not None
@@ -138,7 +138,7 @@ class SlotChainFunction(torch.autograd.Function):
         grad_o = grad_o.to(dtype).contiguous()             # e.g. the expanded gradient of o.sum()
         r = read_weight.flatten()
         denominator = read_value[:, V] + READ_EPS
-        dot = torch.bmm(read_value.view(-1, K, V + 1)[..., :V], grad_o.view(-1, V, 1)).flatten()
+        dot = torch.bmm(grad_o.view(-1, 1, V), read_value.view(-1, K, V + 1)[..., :V].transpose(1, 2)).flatten()
         grad_read_weight = (dot / denominator).view(num_tokens, H, K)
         grad_read_value = chained.new_empty(num_tokens, H, K, V + 1)                      # [E, V+1]
         torch.mul(grad_o[:, :, None, :], (r / denominator).view(num_tokens, H, K, 1), out=grad_read_value[..., :V])
@@ -165,15 +165,20 @@ class SlotChainFunction(torch.autograd.Function):
             grad_retain[:num_chains] = torch.linalg.vecdot(
                 grad_chained[:num_chains],
                 _gather_rows(memory0.reshape(-1, V), mass0.reshape(-1), ev_row[:num_chains]))
-        clamped = ev_weight.clamp(max=WEIGHT_CLAMP)
-        ev_gamma = gamma.flatten().index_select(0, ev_token_head)
-        grad_weight = torch.linalg.vecdot(grad_chained[:, :V], ev_v) + grad_chained[:, V]   # <grad, [v, 1]>
-        grad_weight -= torch.where(ev_weight < WEIGHT_CLAMP, grad_retain * ev_retain * ev_gamma / (1 - clamped), 0.0)
-        grad_gamma_ev = grad_retain * ev_retain * torch.log1p(-clamped)
-        grad_write_weight = torch.empty_like(grad_weight).index_copy_(0, event, grad_weight)
-        grad_v = grad_chained.new_zeros(num_tokens * H, V).index_add_(
-            0, ev_token_head, grad_chained[:, :V] * ev_weight[:, None])
-        grad_gamma = grad_chained.new_zeros(num_tokens * H).index_add_(0, ev_token_head, grad_gamma_ev)
+        # back to token order [Ntok*H, K]: one gather of the chain gradients, then small batched products
+        # (into grad_read_value's buffer: a fresh one would cost as much in page faults as the gather)
+        missed = (~found).nonzero().squeeze(1)
+        missed_grad = grad_read_value.index_select(0, missed) if has_initial else None
+        grad_event = torch.index_select(grad_chained, 0, in_token_order, out=grad_read_value).view(-1, K, V + 1)
+        grad_retain = grad_retain.index_select(0, in_token_order).view(-1, K)
+        retain = ev_retain.index_select(0, in_token_order).view(-1, K)
+        weight, gamma = write_weight.reshape(-1, K), gamma.reshape(-1, 1)
+        v = v.reshape(-1, 1, V)
+        grad_v = torch.bmm(weight[:, None, :], grad_event[..., :V])                       # sum_k w_k grad S_k
+        grad_weight = torch.bmm(v, grad_event[..., :V].transpose(1, 2)).squeeze(1) + grad_event[..., V]   # <grad, [v, 1]>
+        clamped = weight.clamp(max=WEIGHT_CLAMP)
+        grad_weight -= torch.where(weight < WEIGHT_CLAMP, grad_retain * retain * gamma / (1 - clamped), 0.0)
+        grad_gamma = (grad_retain * retain * torch.log1p(-clamped)).sum(1)
 
         # ---- to the initial state: untouched slots pass the final-state gradient straight through ----
         grad_memory0 = grad_mass0 = None
@@ -185,12 +190,10 @@ class SlotChainFunction(torch.autograd.Function):
             memory_rows, mass_rows = grad_memory0.view(-1, V), grad_mass0.view(-1)
             _copy_rows_(memory_rows, mass_rows, ev_row[:num_chains],
                         ev_retain[:num_chains, None] * grad_chained[:num_chains])
-            missed = (~found).nonzero().squeeze(1)
-            missed_grad = grad_read_value.index_select(0, missed)
             memory_rows.index_add_(0, read_row[missed], missed_grad[:, :V])
             mass_rows.index_add_(0, read_row[missed], missed_grad[:, V])
 
-        return (grad_read_weight, grad_write_weight.view(num_tokens, H, K), grad_v.view(num_tokens, H, V),
+        return (grad_read_weight, grad_weight.view(num_tokens, H, K), grad_v.view(num_tokens, H, V),
                 grad_gamma.view(num_tokens, H), grad_memory0, grad_mass0,
                 None, None, None, None, None, None)
 
