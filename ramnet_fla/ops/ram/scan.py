@@ -7,6 +7,11 @@ second element of every chain that has one, and so on, with the chains ordered l
 every block. The chains that reach depth d are then a prefix of those that reach depth d - 1, so
 step d of the scan is one fused multiply-add between two contiguous blocks of rows: every element
 is read and written once, with no gathers, in L steps for a longest chain of L elements.
+
+The L steps are Python-level (about 10 us each on a CPU). Pointer jumping would take log2(L)
+rounds, but every round gathers and scatters all the rows of the long chains: measured on 8,192
+tokens with peaked addresses (L in the thousands), a switch to it beyond depth 256 made the
+forward+backward 5.7x slower than scanning every depth (2.85 s against 0.50 s).
 """
 
 from __future__ import annotations
@@ -31,6 +36,11 @@ class ChainLayout:
     widths: list[int]
     offsets: list[int]
     ends: torch.Tensor
+
+    @property
+    def depths(self) -> int:
+        """L, the number of elements of the longest chain."""
+        return len(self.widths)
 
     def blocks(self, depth: int) -> tuple[slice, slice]:
         """Rows of depth `depth` (>= 1) and of their predecessors at depth - 1, as slices."""
