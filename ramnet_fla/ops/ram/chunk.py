@@ -3,8 +3,9 @@
 PyTorch path ("slot chains", the segment batching of the paper): every write event (token t,
 head h, j-th of K) touches one slot, and a slot's history only depends on the writes to that slot.
 So the write events are sorted by (head, slot, time); each slot's writes become one contiguous
-chain S_e = lambda_e * S_{e-1} + w_e * [v_e, 1] (the mass z rides along as value column V), which
-`affine_scan` evaluates for all chains at once in log2(longest chain) steps. A read (t, h, k)
+chain S_e = lambda_e * S_{e-1} + w_e * [v_e, 1] (the mass z rides along as value column V). The
+chains are stored depth-major (scan.py), so that one fused multiply-add per depth scans them all
+while each element is read and written once. A read (t, h, k)
 finds its slot's latest write at or before t by binary search and reads that chain element, or
 the initial state when the slot was not written yet. Work and activations are O(B*T*H*K*V) and
 independent of M; the M x V table is touched only to read an initial state or build a final one.
