@@ -33,7 +33,8 @@ _INDEX_BITS = 29
 _INDEX_MASK = (1 << _INDEX_BITS) - 1
 _SCORE_MIN, _SCORE_MAX = -torch.finfo(torch.float32).max, -torch.finfo(torch.float32).tiny
 # below this many rows (e.g. decoding a few sequences) the few operations of `ranked_beam_topk` win
-MERGE_MIN_ROWS = 128
+# (measured on one core, U=5, d_p=4, K=8: 216 against 690 us at 256 rows, 1.4 against 1.0 ms at 1,024)
+MERGE_MIN_ROWS = 512
 
 
 def _pack(score: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
