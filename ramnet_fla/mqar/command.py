@@ -48,7 +48,9 @@ def quick_runs(seed: int, steps: int, lr: float, mixers=QUICK_MIXERS, num_test: 
     prior: give every mixer the same address prior (`ramnet_fla.mqar.address_prior`: tied q/k
     projections, write logits delayed by one token at init); without it RAM at M=1,024 stalls.
     """
-    specs = {'ram': ram_spec(num_factors=5), 'gla': mixer_spec('gla'), 'deltanet': mixer_spec('deltanet')}
+    specs = {'ram': ram_spec(num_factors=5), 'gla': mixer_spec('gla'), 'deltanet': mixer_spec('deltanet'),
+             # fla's defaults (head_dim 256, values twice as wide) would give it 16x DeltaNet's state here
+             'gated_deltanet': mixer_spec('gated_deltanet', head_dim=32, expand_v=1)}
     runs = []
     for name in mixers:
         spec = specs.get(name, {'name': name})

@@ -44,3 +44,14 @@ def test_table_lists_every_record():
                 'active_state': None, 'lr': 3e-3, 'accuracy': 0.5, 'steps': 600, 'seconds': 40.0}]
     lines = format_table(records).splitlines()
     assert len(lines) == 3 and lines[1].split()[0] == 'ram' and '0.988' in lines[1] and '-' in lines[2].split()
+
+
+def test_quick_gated_deltanet_gets_deltanet_s_state_budget(tmp_path):
+    # fla's GatedDeltaNet defaults (head_dim 256, expand_v 2) would dwarf the other mixers at width 64
+    out = tmp_path / 'gdn'
+    assert main(['mqar', '--steps', '1', '--out', str(out), '--threads', '1', '--no-progress', '--num-test', '64',
+                 '--mixers', 'deltanet', 'gated_deltanet']) == 0
+    deltanet, gated = json.loads((out / 'results.json').read_text())
+    assert gated['mixer'] == 'gated_deltanet+prior'
+    assert gated['mixer_specs'][0]['head_dim'] == 32 and gated['mixer_specs'][0]['expand_v'] == 1
+    assert gated['state_size'] == deltanet['state_size'] == 2 * 2 * 32 * 32
