@@ -168,8 +168,9 @@ class SlotChainFunction(torch.autograd.Function):
                 _gather_rows(memory0.reshape(-1, V), mass0.reshape(-1), ev_row[:num_chains]))
         # back to token order [Ntok*H, K]: one gather of the chain gradients, then small batched products
         # (into grad_read_value's buffer: a fresh one would cost as much in page faults as the gather)
-        missed = (~found).nonzero().squeeze(1)
-        missed_grad = grad_read_value.index_select(0, missed) if has_initial else None
+        if has_initial:                                     # read before the buffer is reused
+            missed = (~found).nonzero().squeeze(1)
+            missed_grad = grad_read_value.index_select(0, missed)
         grad_event = torch.index_select(grad_chained, 0, in_token_order, out=grad_read_value).view(-1, K, V + 1)
         grad_retain = grad_retain.index_select(0, in_token_order).view(-1, K)
         retain = ev_retain.index_select(0, in_token_order).view(-1, K)
