@@ -8,7 +8,7 @@ inside an existing model (e.g. fla's GatedLinearAttention or DeltaNet layers) in
 from ramnet_fla.modules.activations import logsigmoid, sigmoid, swish
 from ramnet_fla.modules.convolution import ShortConvolution, causal_conv1d_torch
 from ramnet_fla.modules.cpu_capable import make_cpu_capable
-from ramnet_fla.modules.dispatch import use_fla_kernels
+from ramnet_fla.utils.backend import use_fla_kernels
 from ramnet_fla.modules.mlp import GatedMLP, powglu_torch, swiglu_torch
 from ramnet_fla.modules.norm import FusedRMSNormGated, RMSNorm, rms_norm_torch
 

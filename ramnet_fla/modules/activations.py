@@ -8,7 +8,7 @@ from fla.modules.activations import logsigmoid as fla_logsigmoid
 from fla.modules.activations import sigmoid as fla_sigmoid
 from fla.modules.activations import swish as fla_swish
 
-from ramnet_fla.modules.dispatch import use_fla_kernels
+from ramnet_fla.utils.backend import use_fla_kernels
 
 
 def sigmoid(x: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from fla.modules import ShortConvolution as FlaShortConvolution
 
-from ramnet_fla.modules.dispatch import use_fla_kernels
+from ramnet_fla.utils.backend import use_fla_kernels
 
 ACTIVATIONS = (None, 'silu', 'swish')
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from fla.modules import GatedMLP as FlaGatedMLP
 
-from ramnet_fla.modules.dispatch import use_fla_kernels
+from ramnet_fla.utils.backend import use_fla_kernels
 
 
 def swiglu_torch(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:

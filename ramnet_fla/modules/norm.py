@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from fla.modules import FusedRMSNormGated as FlaFusedRMSNormGated
 from fla.modules import RMSNorm as FlaRMSNorm
 
-from ramnet_fla.modules.dispatch import use_fla_kernels
+from ramnet_fla.utils.backend import use_fla_kernels
 
 GATE_ACTIVATIONS = ('swish', 'silu', 'sigmoid')
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from ramnet_fla.ops.fla_torch import apply_rotary
-from ramnet_fla.ops.checks import check_cu_seqlens
+from ramnet_fla.utils.checks import check_cu_seqlens
 from ramnet_fla.ops.fla_torch.common import packed_token_index
 from ramnet_fla.plugin import hookimpl
 from ramnet_fla.plugins._common import build_on_meta, check_attention_mask, check_seq_len

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ramnet_fla.ops.checks import check_tensor
+from ramnet_fla.utils.checks import check_tensor
 
 
 def check_same_tokens(reference: torch.Tensor, **tensors: torch.Tensor) -> None:

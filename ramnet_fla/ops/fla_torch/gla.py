@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ramnet_fla.ops.checks import check_cu_seqlens, check_tensor
+from ramnet_fla.utils.checks import check_cu_seqlens, check_tensor
 from ramnet_fla.ops.fla_torch.common import (
     check_initial_state,
     check_same_tokens,

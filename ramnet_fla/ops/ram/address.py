@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ramnet_fla.ops.ram.backend import select_backend
+from ramnet_fla.utils.backend import select_backend
 from ramnet_fla.ops.ram.common import check_address_args
 
 

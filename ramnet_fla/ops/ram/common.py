@@ -11,7 +11,7 @@ from typing import Sequence
 
 import torch
 
-from ramnet_fla.ops.checks import check_cu_seqlens, check_tensor
+from ramnet_fla.utils.checks import check_cu_seqlens, check_tensor
 from ramnet_fla.ops.ram.state import RAMState
 
 # PDMA clamps write weights below 1 so that log1p(-w) stays finite.

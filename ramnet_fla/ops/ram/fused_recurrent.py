@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from ramnet_fla.ops.ram.address import ram_address_torch
-from ramnet_fla.ops.ram.backend import select_backend
+from ramnet_fla.utils.backend import select_backend
 from ramnet_fla.ops.ram.chunk import chunk_ram_torch
 from ramnet_fla.ops.ram.common import (
     READ_EPS,

@@ -1,8 +1,20 @@
-"""Argument checks shared by every op in ramnet_fla.ops (RAM-Net and the PyTorch versions of fla's ops)."""
+"""Argument checks shared by the whole package: each raises a TypeError or ValueError naming the
+argument and what was expected."""
 
 from __future__ import annotations
 
 import torch
+
+
+def check_int(name: str, value, minimum: int | None = None, maximum: int | None = None) -> int:
+    """`value` must be an int (not a bool) in [minimum, maximum]; returned unchanged."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"`{name}` must be an int, got {type(value).__name__} ({value!r})")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"`{name}` must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"`{name}` must be <= {maximum}, got {value}")
+    return value
 
 
 def check_tensor(name: str, x, ndim: int, layout: str) -> None:
