@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from fla.layers.utils import get_layer_cache, repad_hidden_states, unpad_hidden_states, update_layer_cache
 
-from ramnet_fla.modules import FusedRMSNormGated, ShortConvolution
+from ramnet_fla.fla_cpu.modules import FusedRMSNormGated, ShortConvolution
 from ramnet_fla.ops.ram import RAMState, chunk_ram, fused_recurrent_ram
 
 if TYPE_CHECKING:

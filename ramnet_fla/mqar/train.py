@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ramnet_fla import accounting
 from ramnet_fla.mqar.data import IGNORE_INDEX, MQARTask, generate_mqar
 
 MixerSpec = Any   # a registered name, {"name": ..., **kwargs}, or a callable (hidden_size, layer_idx) -> nn.Module
@@ -175,13 +176,7 @@ def mixer_state_size(spec: MixerSpec, module: nn.Module, hidden_size: int, seq_l
     if callable(spec) and isinstance(getattr(spec, 'spec', None), dict):      # a factory wrapping a registered mixer
         spec = {k: v for k, v in spec.spec.items() if k != 'address_prior'}
     if isinstance(spec, (str, dict)):
-        from ramnet_fla.plugin import get_mixer, normalize_spec
-        kwargs = normalize_spec(spec)
-        info = get_mixer(kwargs.pop('name'))
-        if info.state_size is None:
-            return None
-        size = info.state_size(hidden_size=hidden_size, seq_len=seq_len, **kwargs)
-        return {'total': int(size['total']), 'active': int(size['active'])}
+        return accounting.mixer_state_size(spec, hidden_size, seq_len)
     return None
 
 

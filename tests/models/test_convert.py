@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM
 
 from ramnet_fla import RAMNetForCausalLM, convert_fla_model
 from ramnet_fla.layers import RAMAttention
-from ramnet_fla.plugins.gla import GatedLinearAttention
+from ramnet_fla.fla_cpu.layers import GatedLinearAttention
 
 VOCAB = 64
 RAM = {'name': 'ram', 'num_heads': 2, 'num_factors': 2, 'factor_dim': 4, 'topk': 3}

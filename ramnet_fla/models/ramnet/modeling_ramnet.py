@@ -2,7 +2,7 @@
 
 Each block is fla's pre-norm block (norm, token mixer, residual; norm, GatedMLP, residual); the
 mixer of layer i comes from the plugin layer (`ramnet_fla.plugin`), so one model type covers
-pure RAM-Net and any hybrid. Norms and MLP are ramnet_fla.modules' CPU-capable fla modules, and
+pure RAM-Net and any hybrid. Norms and MLP are ramnet_fla.fla_cpu.modules' CPU-capable fla modules, and
 on the CPU the loss is PyTorch's cross entropy (fla's fused losses are Triton-only).
 """
 
@@ -18,7 +18,8 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import logging
 
 from ramnet_fla.models.ramnet.configuration_ramnet import RAMNetConfig
-from ramnet_fla.modules import GatedMLP, RMSNorm, make_cpu_capable, use_fla_kernels
+from ramnet_fla.fla_cpu.modules import GatedMLP, RMSNorm
+from ramnet_fla.utils.backend import use_fla_kernels
 
 if TYPE_CHECKING:
     from fla.models.cache_utils import Cache
@@ -41,7 +42,7 @@ class RAMNetBlock(GradientCheckpointingLayer):
         self.layer_idx = layer_idx
         self.mixer_spec = layer_mixer_spec(config, layer_idx)
         self.attn_norm = _norm(config)
-        self.attn = make_cpu_capable(build_mixer(self.mixer_spec, hidden_size=config.hidden_size, layer_idx=layer_idx))
+        self.attn = build_mixer(self.mixer_spec, hidden_size=config.hidden_size, layer_idx=layer_idx)
         self.mlp_norm = _norm(config)
         self.mlp = GatedMLP(
             hidden_size=config.hidden_size,

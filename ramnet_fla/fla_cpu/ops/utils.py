@@ -1,9 +1,10 @@
-"""Argument checks and token layout shared by the PyTorch versions of fla's ops."""
+"""Argument checks and token layout shared by the PyTorch versions of fla's ops (fla's `fla.ops.utils`)."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from fla.ops.utils.index import prepare_lens, prepare_position_ids
 
 from ramnet_fla.utils.checks import check_tensor
 
@@ -18,6 +19,7 @@ def check_same_tokens(reference: torch.Tensor, **tensors: torch.Tensor) -> None:
 
 
 def check_initial_state(initial_state, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """`initial_state` must be a tensor of exactly `shape` on `device`; returned unchanged."""
     check_tensor('initial_state', initial_state, len(shape), str(list(shape)))
     if tuple(initial_state.shape) != shape:
         raise ValueError(f"`initial_state` must have shape {list(shape)}, got {list(initial_state.shape)}")
@@ -27,11 +29,14 @@ def check_initial_state(initial_state, shape: tuple[int, ...], device: torch.dev
 
 
 def packed_token_index(cu_seqlens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """For packed tokens: (sequence id [T], offset inside its sequence [T], longest length)."""
-    lengths = cu_seqlens[1:] - cu_seqlens[:-1]
+    """For packed tokens: (sequence id [T], offset inside its sequence [T], longest length).
+
+    Offsets are fla's `prepare_position_ids`; sequence ids come from the lengths, because fla's
+    `prepare_sequence_ids` (fla 0.6) counts an empty sequence as no sequence.
+    """
+    lengths = prepare_lens(cu_seqlens)
     sequence = torch.repeat_interleave(torch.arange(len(lengths), device=cu_seqlens.device), lengths)
-    offset = torch.arange(int(cu_seqlens[-1]), device=cu_seqlens.device) - cu_seqlens[sequence]
-    return sequence, offset, int(lengths.max()) if len(lengths) else 0
+    return sequence, prepare_position_ids(cu_seqlens), int(lengths.max()) if len(lengths) else 0
 
 
 def packed_to_padded(x: torch.Tensor, cu_seqlens: torch.Tensor, index=None) -> torch.Tensor:

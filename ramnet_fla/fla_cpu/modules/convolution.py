@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from fla.modules import ShortConvolution as FlaShortConvolution
 
-from ramnet_fla.utils.backend import use_fla_kernels
+from ramnet_fla.fla_cpu.dispatch import CPUDispatch
 
 ACTIVATIONS = (None, 'silu', 'swish')
 
@@ -103,14 +103,14 @@ def causal_conv1d_torch(
     return y, final_state
 
 
-class ShortConvolution(FlaShortConvolution):
+class ShortConvolution(CPUDispatch, FlaShortConvolution):
     """fla's `ShortConvolution` (same parameters and state_dict) that also runs on the CPU.
 
     Accelerator tensors take fla's Triton path unchanged; CPU tensors take `causal_conv1d_torch`.
     As in fla, a single-token step without autograd updates a given cache in place.
     """
 
-    def forward(
+    def forward_torch(
         self,
         x: torch.Tensor,
         residual: torch.Tensor | None = None,
@@ -122,9 +122,6 @@ class ShortConvolution(FlaShortConvolution):
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x: [B, T, D]; cache: [N, D, W] or None. Returns y [B, T, D] and the cache [N, D, W] or None."""
-        if use_fla_kernels(x):
-            return super().forward(x, residual=residual, mask=mask, cache=cache, output_final_state=output_final_state,
-                                   cu_seqlens=cu_seqlens, chunk_indices=chunk_indices, **kwargs)
         if x.ndim != 3 or x.shape[-1] != self.hidden_size:
             raise ValueError(f"x must be [B, T, {self.hidden_size}], got shape {tuple(x.shape)}")
         if mask is not None:

@@ -10,7 +10,8 @@ from fla.ops.delta_rule.naive import delta_rule_recurrence
 from fla.ops.gated_delta_rule.naive import naive_recurrent_gated_delta_rule
 from fla.ops.gla.naive import naive_recurrent_gla
 
-from ramnet_fla.ops.fla_torch import apply_rotary, torch_chunk_delta_rule, torch_chunk_gated_delta_rule, torch_chunk_gla
+from ramnet_fla.fla_cpu.modules import apply_rotary
+from ramnet_fla.fla_cpu.ops import torch_chunk_delta_rule, torch_chunk_gated_delta_rule, torch_chunk_gla
 
 ATOL = 2e-5
 

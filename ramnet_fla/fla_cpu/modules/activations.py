@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from fla.modules.activations import elu_p1 as fla_elu_p1
 from fla.modules.activations import logsigmoid as fla_logsigmoid
 from fla.modules.activations import sigmoid as fla_sigmoid
 from fla.modules.activations import swish as fla_swish
@@ -25,5 +26,9 @@ def logsigmoid(x: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     return (F.logsigmoid(x.float()) / temperature).to(x.dtype)
 
 
+def elu_p1(x: torch.Tensor) -> torch.Tensor:
+    return fla_elu_p1(x) if use_fla_kernels(x) else (F.elu(x.float()) + 1).to(x.dtype)
+
+
 # fla's Triton activation -> its replacement, for `make_cpu_capable`.
-CPU_CAPABLE_ACTIVATIONS = {fla_sigmoid: sigmoid, fla_swish: swish, fla_logsigmoid: logsigmoid}
+CPU_CAPABLE_ACTIVATIONS = {fla_sigmoid: sigmoid, fla_swish: swish, fla_logsigmoid: logsigmoid, fla_elu_p1: elu_p1}

@@ -1,4 +1,4 @@
-"""CPU paths of ramnet_fla.modules against straightforward PyTorch, and against fla's Triton kernels
+"""CPU paths of ramnet_fla.fla_cpu.modules against straightforward PyTorch, and against fla's Triton kernels
 (under TRITON_INTERPRET=1 on the CPU, tiny sizes, marked `triton`)."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from fla.modules.activations import logsigmoid as fla_logsigmoid
 from fla.modules.activations import sigmoid as fla_sigmoid
 from fla.modules.activations import swish as fla_swish
 
-from ramnet_fla.modules import (
+from ramnet_fla.fla_cpu.modules import (
     FusedRMSNormGated,
     GatedMLP,
     RMSNorm,

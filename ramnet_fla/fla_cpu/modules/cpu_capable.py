@@ -8,10 +8,10 @@ from fla.modules import GatedMLP as FlaGatedMLP
 from fla.modules import RMSNorm as FlaRMSNorm
 from fla.modules import ShortConvolution as FlaShortConvolution
 
-from ramnet_fla.modules.activations import CPU_CAPABLE_ACTIVATIONS
-from ramnet_fla.modules.convolution import ShortConvolution
-from ramnet_fla.modules.mlp import GatedMLP
-from ramnet_fla.modules.norm import FusedRMSNormGated, RMSNorm
+from ramnet_fla.fla_cpu.modules.activations import CPU_CAPABLE_ACTIVATIONS
+from ramnet_fla.fla_cpu.modules.convolution import ShortConvolution
+from ramnet_fla.fla_cpu.modules.mlp import GatedMLP
+from ramnet_fla.fla_cpu.modules.norm import FusedRMSNormGated, RMSNorm
 
 # fla class -> our subclass with the same parameters and a CPU path.
 CPU_CAPABLE_CLASSES = {
@@ -39,7 +39,7 @@ def _replacement_activation(value):
 
 def make_cpu_capable(module: nn.Module) -> nn.Module:
     """Switch, in place, every fla ShortConvolution, RMSNorm, FusedRMSNormGated and GatedMLP in
-    `module` (itself included) to the subclass in `ramnet_fla.modules`, and every fla Triton
+    `module` (itself included) to the subclass in `ramnet_fla.fla_cpu.modules`, and every fla Triton
     activation held as an attribute (e.g. GatedLinearAttention's `gate_fn`) to a dispatching one.
 
     Parameters, buffers and state_dict keys are unchanged; on accelerators the same fla kernels run,

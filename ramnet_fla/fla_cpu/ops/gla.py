@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ramnet_fla.utils.checks import check_cu_seqlens, check_tensor
-from ramnet_fla.ops.fla_torch.common import (
+from ramnet_fla.fla_cpu.ops.utils import (
     check_initial_state,
     check_same_tokens,
     from_chunks,
@@ -22,6 +21,7 @@ from ramnet_fla.ops.fla_torch.common import (
     padded_to_packed,
     to_chunks,
 )
+from ramnet_fla.utils.checks import check_cu_seqlens, check_int, check_tensor
 
 
 def torch_chunk_gla(
@@ -62,8 +62,7 @@ def torch_chunk_gla(
     if v.shape[2] != q.shape[2]:
         raise ValueError(f"`v` must have H = {q.shape[2]} heads like q, got shape {tuple(v.shape)}")
     check_same_tokens(q, k=k, v=v, g=g)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"`chunk_size` must be a positive int, got {chunk_size!r}")
+    check_int('chunk_size', chunk_size, minimum=1)
     B, T, H, K = q.shape
     V = v.shape[-1]
     scale = K ** -0.5 if scale is None else scale
@@ -74,14 +73,13 @@ def torch_chunk_gla(
         index = packed_token_index(cu_seqlens)
         q, k, v, g = (packed_to_padded(x, cu_seqlens, index) for x in (q, k, v, g))
     N = q.shape[0]
+    dtype = torch.promote_types(q.dtype, torch.float32)          # float32, or float64 for checks
     h0 = None
     if initial_state is not None:
-        h0 = check_initial_state(initial_state, (N, H, V, K) if state_v_first else (N, H, K, V), q.device)
-        h0 = h0.to(torch.promote_types(q.dtype, torch.float32))
+        h0 = check_initial_state(initial_state, (N, H, V, K) if state_v_first else (N, H, K, V), q.device).to(dtype)
         if state_v_first:
             h0 = h0.transpose(-1, -2)
 
-    dtype = torch.promote_types(q.dtype, torch.float32)          # float32, or float64 for checks
     o, ht = _chunk_gla(q.to(dtype), k.to(dtype), v.to(dtype), g.to(dtype), scale, h0, chunk_size)
     if cu_seqlens is not None:
         o = padded_to_packed(o, cu_seqlens, index)

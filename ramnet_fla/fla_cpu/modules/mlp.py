@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from fla.modules import GatedMLP as FlaGatedMLP
 
-from ramnet_fla.utils.backend import use_fla_kernels
+from ramnet_fla.fla_cpu.dispatch import CPUDispatch
 
 
 def swiglu_torch(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
@@ -25,13 +25,11 @@ def powglu_torch(gate: torch.Tensor, up: torch.Tensor, power: float) -> torch.Te
     return (activated * up.to(activated.dtype)).to(gate.dtype)
 
 
-class GatedMLP(FlaGatedMLP):
+class GatedMLP(CPUDispatch, FlaGatedMLP):
     """fla's `GatedMLP` (same parameters and state_dict) that also runs on the CPU."""
 
-    def forward(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
+    def forward_torch(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
         """x: [..., hidden_size] -> [..., hidden_size]."""
-        if use_fla_kernels(x):
-            return super().forward(x, **kwargs)
         gate, up = self.gate_proj(x), self.up_proj(x)
         if self.hidden_act == 'powlu':
             return self.down_proj(powglu_torch(gate, up, self.powglu_power))

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from fla.modules import FusedRMSNormGated as FlaFusedRMSNormGated
 from fla.modules import RMSNorm as FlaRMSNorm
 
-from ramnet_fla.utils.backend import use_fla_kernels
+from ramnet_fla.fla_cpu.dispatch import CPUDispatch
 
 GATE_ACTIVATIONS = ('swish', 'silu', 'sigmoid')
 
@@ -65,21 +65,17 @@ def rms_norm_torch(
     return y, (stream if residual_in_fp32 else x)
 
 
-class RMSNorm(FlaRMSNorm):
+class RMSNorm(CPUDispatch, FlaRMSNorm):
     """fla's `RMSNorm` (same parameters and state_dict) that also runs on the CPU."""
 
-    def forward(self, x, residual=None, prenorm=False, residual_in_fp32=False):
-        if use_fla_kernels(x):
-            return super().forward(x, residual=residual, prenorm=prenorm, residual_in_fp32=residual_in_fp32)
+    def forward_torch(self, x, residual=None, prenorm=False, residual_in_fp32=False):
         return rms_norm_torch(x, self.weight, self.bias, residual=residual, eps=self.eps, prenorm=prenorm,
                               residual_in_fp32=residual_in_fp32)
 
 
-class FusedRMSNormGated(FlaFusedRMSNormGated):
+class FusedRMSNormGated(CPUDispatch, FlaFusedRMSNormGated):
     """fla's `FusedRMSNormGated` (RMSNorm(x) * act(g); same state_dict) that also runs on the CPU."""
 
-    def forward(self, x, g, residual=None, prenorm=False, residual_in_fp32=False):
-        if use_fla_kernels(x):
-            return super().forward(x, g, residual=residual, prenorm=prenorm, residual_in_fp32=residual_in_fp32)
+    def forward_torch(self, x, g, residual=None, prenorm=False, residual_in_fp32=False):
         return rms_norm_torch(x, self.weight, self.bias, residual=residual, eps=self.eps, prenorm=prenorm,
                               residual_in_fp32=residual_in_fp32, gate=g, activation=self.activation)

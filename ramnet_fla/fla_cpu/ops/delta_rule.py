@@ -1,5 +1,4 @@
-"""The delta rule and the gated delta rule (fla's `chunk_delta_rule`, `chunk_gated_delta_rule`) in
-chunked PyTorch.
+"""The delta rule (fla's `chunk_delta_rule`) in chunked PyTorch; the gated delta rule shares it.
 
 Per head, with state S [K, V], write strength beta_t and log-decay g_t <= 0 (g = 0: plain delta rule):
     S'  = exp(g_t) S_{t-1}
@@ -17,8 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from ramnet_fla.utils.checks import check_cu_seqlens, check_tensor
-from ramnet_fla.ops.fla_torch.common import (
+from ramnet_fla.fla_cpu.ops.utils import (
     check_initial_state,
     check_same_tokens,
     from_chunks,
@@ -27,6 +25,7 @@ from ramnet_fla.ops.fla_torch.common import (
     padded_to_packed,
     to_chunks,
 )
+from ramnet_fla.utils.checks import check_cu_seqlens, check_int, check_tensor
 
 
 def l2_normalize(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -58,43 +57,13 @@ def torch_chunk_delta_rule(
     Returns:
         o [B, T, H, V] in v's dtype, and the final state [N, H, K, V] (float32; float64 for float64 inputs) or None.
     """
-    return _delta_rule(q, k, v, None, beta, scale, initial_state, output_final_state, False,
-                       cu_seqlens, use_qk_l2norm_in_kernel, chunk_size)
+    return delta_rule(q, k, v, None, beta, scale, initial_state, output_final_state, False,
+                      cu_seqlens, use_qk_l2norm_in_kernel, chunk_size)
 
 
-def torch_chunk_gated_delta_rule(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    g: torch.Tensor,
-    beta: torch.Tensor,
-    scale: float | None = None,
-    initial_state: torch.Tensor | None = None,
-    output_final_state: bool = False,
-    use_qk_l2norm_in_kernel: bool = False,
-    state_v_first: bool = False,
-    cu_seqlens: torch.LongTensor | None = None,
-    chunk_size: int = 32,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The gated delta rule, the math of fla's `chunk_gated_delta_rule`, in PyTorch.
-
-    Args:
-        q, k: [B, T, H, K]; v: [B, T, HV, V] (HV a multiple of H: grouped value heads).
-        g: [B, T, HV] log-decay (<= 0, already activated, e.g. -exp(A_log) * softplus(a + dt_bias)).
-        beta: [B, T, HV] write strengths (already activated, e.g. sigmoid(b)).
-        initial_state: [N, HV, K, V] float32 (or [N, HV, V, K] if `state_v_first`).
-        state_v_first: states in fla's V-first layout.
-
-    Returns:
-        o [B, T, HV, V] in v's dtype, and the final state (float32; float64 for float64 inputs) or None.
-    """
-    check_tensor('g', g, 3, '[B, T, HV]')
-    return _delta_rule(q, k, v, g, beta, scale, initial_state, output_final_state, state_v_first,
-                       cu_seqlens, use_qk_l2norm_in_kernel, chunk_size)
-
-
-def _delta_rule(q, k, v, g, beta, scale, initial_state, output_final_state, state_v_first,
-                cu_seqlens, use_qk_l2norm, chunk_size):
+def delta_rule(q, k, v, g, beta, scale, initial_state, output_final_state, state_v_first,
+               cu_seqlens, use_qk_l2norm, chunk_size):
+    """Both public ops: check, normalise, unpack `cu_seqlens`, run the chunks, repack. g None: no decay."""
     check_tensor('q', q, 4, '[B, T, H, K]')
     check_tensor('k', k, 4, '[B, T, H, K]')
     check_tensor('v', v, 4, '[B, T, HV, V]')
@@ -109,8 +78,7 @@ def _delta_rule(q, k, v, g, beta, scale, initial_state, output_final_state, stat
         raise ValueError(f"`beta` and `g` must have shape [B, T, HV = {HV}], got {tuple(beta.shape)}"
                          + (f" and {tuple(g.shape)}" if g is not None else ''))
     check_same_tokens(q, k=k, v=v, beta=beta, **({'g': g} if g is not None else {}))
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"`chunk_size` must be a positive int, got {chunk_size!r}")
+    check_int('chunk_size', chunk_size, minimum=1)
     scale = K ** -0.5 if scale is None else scale
 
     dtype = torch.promote_types(q.dtype, torch.float32)              # float32, or float64 for checks

@@ -1,4 +1,4 @@
-"""Rotary position embedding (RoPE, the rotate-half form fla's `RotaryEmbedding` uses) in PyTorch."""
+"""Rotary position embedding (RoPE) in PyTorch: the rotate-half form of fla's `RotaryEmbedding`, at given positions."""
 
 from __future__ import annotations
 
