@@ -41,31 +41,28 @@ def ram_state_size(hidden_size: int, seq_len: int, **kwargs) -> dict:
     return {'total': heads * slots * (value_dim + 1), 'active': 2 * topk * heads * value_dim}
 
 
-def _matrix_state(heads: int, key_dim: int, value_dim: int) -> dict:
-    """One [d_k, d_v] matrix per head, all read and written by every decoding step."""
-    size = heads * key_dim * value_dim
+def _matrix_state(factory, hidden_size: int, seq_len: int, kwargs: dict, heads: str = 'num_heads') -> dict:
+    """One [d_k, d_v] matrix per head (`heads` names the layer's head count), all read and written
+    by every decoding step."""
+    check_seq_len(seq_len)
+    layer = build_on_meta(factory, hidden_size, **kwargs)
+    size = getattr(layer, heads) * layer.head_k_dim * layer.head_v_dim
     return {'total': size, 'active': size}
 
 
 def gla_state_size(hidden_size: int, seq_len: int, **kwargs) -> dict:
     """H * d_k * d_v entries, all read and written by every decoding step."""
-    check_seq_len(seq_len)
-    layer = build_on_meta(GatedLinearAttention, hidden_size, **kwargs)
-    return _matrix_state(layer.num_heads, layer.head_k_dim, layer.head_v_dim)
+    return _matrix_state(GatedLinearAttention, hidden_size, seq_len, kwargs)
 
 
 def deltanet_state_size(hidden_size: int, seq_len: int, **kwargs) -> dict:
     """H * d_k * d_v entries, all read and written by every decoding step."""
-    check_seq_len(seq_len)
-    layer = build_on_meta(DeltaNet, hidden_size, **kwargs)
-    return _matrix_state(layer.num_heads, layer.head_k_dim, layer.head_v_dim)
+    return _matrix_state(DeltaNet, hidden_size, seq_len, kwargs)
 
 
 def gated_deltanet_state_size(hidden_size: int, seq_len: int, **kwargs) -> dict:
     """HV * d_k * d_v entries (one matrix per value head), all read and written by every decoding step."""
-    check_seq_len(seq_len)
-    layer = build_on_meta(GatedDeltaNet, hidden_size, **kwargs)
-    return _matrix_state(layer.num_v_heads, layer.head_k_dim, layer.head_v_dim)
+    return _matrix_state(GatedDeltaNet, hidden_size, seq_len, kwargs, heads='num_v_heads')
 
 
 def attention_state_size(hidden_size: int, seq_len: int, **kwargs) -> dict:

@@ -16,16 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from ramnet_fla.fla_cpu.ops.utils import (
-    check_initial_state,
-    check_same_tokens,
-    from_chunks,
-    packed_to_padded,
-    packed_token_index,
-    padded_to_packed,
-    to_chunks,
-)
-from ramnet_fla.utils.checks import check_cu_seqlens, check_int, check_tensor
+from ramnet_fla.fla_cpu.ops.utils import check_same_tokens, from_chunks, run_per_sequence, to_chunks
+from ramnet_fla.utils.checks import check_int, check_tensor
 
 
 def l2_normalize(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -63,15 +55,15 @@ def torch_chunk_delta_rule(
 
 def delta_rule(q, k, v, g, beta, scale, initial_state, output_final_state, state_v_first,
                cu_seqlens, use_qk_l2norm, chunk_size):
-    """Both public ops: check, normalise, unpack `cu_seqlens`, run the chunks, repack. g None: no decay."""
+    """Both public ops: check and normalise the inputs, then the chunks per sequence. g None: no decay."""
     check_tensor('q', q, 4, '[B, T, H, K]')
     check_tensor('k', k, 4, '[B, T, H, K]')
     check_tensor('v', v, 4, '[B, T, HV, V]')
     check_tensor('beta', beta, 3, '[B, T, HV]')
     if k.shape != q.shape:
         raise ValueError(f"`q` and `k` must have the same shape, got {tuple(q.shape)} and {tuple(k.shape)}")
-    B, T, H, K = q.shape
-    HV, V = v.shape[2], v.shape[3]
+    H, K = q.shape[2:]
+    HV, V = v.shape[2:]
     if HV % H != 0:
         raise ValueError(f"`v` must have a multiple of q's {H} heads, got {HV}")
     if beta.shape[2] != HV or (g is not None and g.shape[2] != HV):
@@ -88,26 +80,13 @@ def delta_rule(q, k, v, g, beta, scale, initial_state, output_final_state, state
     if HV != H:                                    # value head j reads key/query head j // (HV / H)
         q, k = (x.repeat_interleave(HV // H, dim=2) for x in (q, k))
     tokens = [q, k, v.to(dtype), beta.to(dtype), None if g is None else g.to(dtype)]
-    index = None
-    if cu_seqlens is not None:
-        cu_seqlens = check_cu_seqlens(cu_seqlens, B, T)
-        index = packed_token_index(cu_seqlens)
-        tokens = [None if x is None else packed_to_padded(x, cu_seqlens, index) for x in tokens]
-    N = tokens[0].shape[0]
-    h0 = None
-    if initial_state is not None:
-        h0 = check_initial_state(initial_state, (N, HV, V, K) if state_v_first else (N, HV, K, V), q.device).to(dtype)
-        if state_v_first:
-            h0 = h0.transpose(-1, -2)
 
-    o, ht = _chunk_delta_rule(*tokens, scale=scale, h0=h0, chunk_size=chunk_size)
-    if cu_seqlens is not None:
-        o = padded_to_packed(o, cu_seqlens, index)
-    if not output_final_state:
-        ht = None
-    elif state_v_first:
-        ht = ht.transpose(-1, -2).contiguous()
-    return o.to(v.dtype), ht
+    def core(q, k, v, beta, g, h0):
+        return _chunk_delta_rule(q, k, v, beta, g, scale=scale, h0=h0, chunk_size=chunk_size)
+
+    return run_per_sequence(core, tokens, initial_state, heads=HV, key_dim=K, value_dim=V,
+                            state_v_first=state_v_first, output_final_state=output_final_state,
+                            cu_seqlens=cu_seqlens, out_dtype=v.dtype)
 
 
 def _chunk_delta_rule(q, k, v, beta, g, scale: float, h0: torch.Tensor | None, chunk_size: int):

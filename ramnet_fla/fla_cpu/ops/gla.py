@@ -12,16 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from ramnet_fla.fla_cpu.ops.utils import (
-    check_initial_state,
-    check_same_tokens,
-    from_chunks,
-    packed_to_padded,
-    packed_token_index,
-    padded_to_packed,
-    to_chunks,
-)
-from ramnet_fla.utils.checks import check_cu_seqlens, check_int, check_tensor
+from ramnet_fla.fla_cpu.ops.utils import check_same_tokens, from_chunks, run_per_sequence, to_chunks
+from ramnet_fla.utils.checks import check_int, check_tensor
 
 
 def torch_chunk_gla(
@@ -63,31 +55,16 @@ def torch_chunk_gla(
         raise ValueError(f"`v` must have H = {q.shape[2]} heads like q, got shape {tuple(v.shape)}")
     check_same_tokens(q, k=k, v=v, g=g)
     check_int('chunk_size', chunk_size, minimum=1)
-    B, T, H, K = q.shape
-    V = v.shape[-1]
+    K, V = q.shape[-1], v.shape[-1]
     scale = K ** -0.5 if scale is None else scale
-
-    index = None
-    if cu_seqlens is not None:
-        cu_seqlens = check_cu_seqlens(cu_seqlens, B, T)
-        index = packed_token_index(cu_seqlens)
-        q, k, v, g = (packed_to_padded(x, cu_seqlens, index) for x in (q, k, v, g))
-    N = q.shape[0]
     dtype = torch.promote_types(q.dtype, torch.float32)          # float32, or float64 for checks
-    h0 = None
-    if initial_state is not None:
-        h0 = check_initial_state(initial_state, (N, H, V, K) if state_v_first else (N, H, K, V), q.device).to(dtype)
-        if state_v_first:
-            h0 = h0.transpose(-1, -2)
 
-    o, ht = _chunk_gla(q.to(dtype), k.to(dtype), v.to(dtype), g.to(dtype), scale, h0, chunk_size)
-    if cu_seqlens is not None:
-        o = padded_to_packed(o, cu_seqlens, index)
-    if not output_final_state:
-        ht = None
-    elif state_v_first:
-        ht = ht.transpose(-1, -2).contiguous()
-    return o.to(v.dtype), ht
+    def core(q, k, v, g, h0):
+        return _chunk_gla(q, k, v, g, scale, h0, chunk_size)
+
+    return run_per_sequence(core, [x.to(dtype) for x in (q, k, v, g)], initial_state, heads=q.shape[2],
+                            key_dim=K, value_dim=V, state_v_first=state_v_first,
+                            output_final_state=output_final_state, cu_seqlens=cu_seqlens, out_dtype=v.dtype)
 
 
 def _chunk_gla(q, k, v, g, scale: float, h0: torch.Tensor | None, chunk_size: int):

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from fla.ops.utils.index import prepare_lens, prepare_position_ids
 
-from ramnet_fla.utils.checks import check_tensor
+from ramnet_fla.utils.checks import check_cu_seqlens, check_tensor
 
 
 def check_same_tokens(reference: torch.Tensor, **tensors: torch.Tensor) -> None:
@@ -65,3 +65,36 @@ def from_chunks(x: torch.Tensor, seq_len: int) -> torch.Tensor:
     """[B, H, n, C, ...] -> [B, T, H, ...], dropping the end padding."""
     x = x.reshape(*x.shape[:2], -1, *x.shape[4:])
     return x[:, :, :seq_len].movedim(2, 1)
+
+
+def run_per_sequence(core, tokens: list, initial_state, *, heads: int, key_dim: int, value_dim: int,
+                     state_v_first: bool, output_final_state: bool, cu_seqlens, out_dtype: torch.dtype):
+    """The frame every op here shares around its chunked `core`.
+
+    Packed sequences (`cu_seqlens`, B = 1) become a padded batch [N, T_max, ...] (None tokens stay
+    None); the initial state is checked against fla's layout ([N, H, K, V], or [N, H, V, K] with
+    `state_v_first`) and handed over as [N, H, K, V] in the tokens' dtype;
+    `core(*tokens, h0) -> (o [N, T, H, V], final state [N, H, K, V])`; then o is repacked and cast
+    to `out_dtype`, the final state put back in fla's layout (or None without `output_final_state`).
+    """
+    batch, seq_len = tokens[0].shape[:2]
+    index = None
+    if cu_seqlens is not None:
+        cu_seqlens = check_cu_seqlens(cu_seqlens, batch, seq_len)
+        index = packed_token_index(cu_seqlens)
+        tokens = [None if x is None else packed_to_padded(x, cu_seqlens, index) for x in tokens]
+    num_sequences = tokens[0].shape[0]
+    h0 = None
+    if initial_state is not None:
+        dims = (value_dim, key_dim) if state_v_first else (key_dim, value_dim)
+        h0 = check_initial_state(initial_state, (num_sequences, heads, *dims), tokens[0].device).to(tokens[0].dtype)
+        if state_v_first:
+            h0 = h0.transpose(-1, -2)
+    o, ht = core(*tokens, h0)
+    if cu_seqlens is not None:
+        o = padded_to_packed(o, cu_seqlens, index)
+    if not output_final_state:
+        ht = None
+    elif state_v_first:
+        ht = ht.transpose(-1, -2).contiguous()
+    return o.to(out_dtype), ht
