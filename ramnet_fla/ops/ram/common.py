@@ -83,6 +83,22 @@ class RAMCall:
         """[N] int64: the position of every sequence after this call."""
         return self.start + self.lengths
 
+    def writable_state(self) -> RAMState:
+        """The state a decoding step updates in place: the initial state itself when it is contiguous
+        and in the compute dtype, else a converted copy; a zero state when there is none."""
+        shape, state = self.shape, self.initial_state
+        if state is None:
+            return RAMState.zeros(shape.num_sequences, shape.num_heads, shape.num_slots, shape.value_dim,
+                                  device=self.device, dtype=self.dtype)
+        memory, mass, position = state
+        if memory.dtype != self.dtype or not memory.is_contiguous():
+            memory = memory.to(self.dtype).contiguous()
+        if mass.dtype != self.dtype or not mass.is_contiguous():
+            mass = mass.to(self.dtype).contiguous()
+        if position.dtype != torch.long:
+            position = position.long()
+        return RAMState(memory, mass, position)
+
 
 def prepare_call(q, k, v, gamma, num_factors, topk, cape, initial_state, cu_seqlens) -> RAMCall:
     """Check the arguments of `chunk_ram` / `fused_recurrent_ram` and gather what every path needs."""

@@ -14,7 +14,7 @@ import torch
 from ramnet_fla.ops.ram.backends import backend_for
 from ramnet_fla.ops.ram.chunk import chunk_forward
 from ramnet_fla.ops.ram.common import prepare_call
-from ramnet_fla.ops.ram.state import RAMState, writable_state
+from ramnet_fla.ops.ram.state import RAMState
 
 
 def fused_recurrent_ram(
@@ -51,7 +51,7 @@ def fused_recurrent_ram(
     tracked = (q, k, v, gamma) + ((state.memory, state.mass) if state is not None else ())
     if not output_final_state or (torch.is_grad_enabled() and any(x.requires_grad for x in tracked)):
         return chunk_forward(q, k, v, gamma, call, output_final_state)
-    state = writable_state(state, call.shape, call.dtype, call.device)
+    state = call.writable_state()
     o = backend_for(q).fused_recurrent_inplace(q, k, v, gamma, call, state)
     state.position.copy_(call.final_position)
     return o, state

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
-
-if TYPE_CHECKING:
-    from ramnet_fla.ops.ram.checks import RAMShape
 
 
 class RAMState(NamedTuple):
@@ -47,18 +44,3 @@ class RAMState(NamedTuple):
         """The states of the sequences in `index` (e.g. for beam search reordering)."""
         return RAMState(self.memory[index], self.mass[index], self.position[index])
 
-
-def writable_state(state: RAMState | None, shape: RAMShape, dtype: torch.dtype, device: torch.device) -> RAMState:
-    """The state a decoding step updates in place: `state` itself when it is contiguous and in the
-    compute dtype, else a converted copy; a zero state of the call's sizes when None."""
-    if state is None:
-        return RAMState.zeros(shape.num_sequences, shape.num_heads, shape.num_slots, shape.value_dim,
-                              device=device, dtype=dtype)
-    memory, mass, position = state
-    if memory.dtype != dtype or not memory.is_contiguous():
-        memory = memory.to(dtype).contiguous()
-    if mass.dtype != dtype or not mass.is_contiguous():
-        mass = mass.to(dtype).contiguous()
-    if position.dtype != torch.long:
-        position = position.long()
-    return RAMState(memory, mass, position)

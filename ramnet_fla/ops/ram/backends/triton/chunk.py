@@ -259,6 +259,7 @@ def build_segments(read_slot, write_slot, sequence_ids, num_sequences: int, num_
     Returns event_order [2E] (write event id, or E + read event id), group_offsets [G+1] (the
     segments each program walks: those starting in the same window of EVENTS_PER_PROGRAM sorted
     events), segment_offsets [S+1] and segment_rows [S] (row (sequence * H + head) * M + slot).
+    Data-dependent: S (touched rows) and G (program groups) depend on the addresses.
     """
     num_tokens, H, K = write_slot.shape
     device = write_slot.device

@@ -26,7 +26,10 @@ EPS = tl.constexpr(READ_EPS)
 
 @triton.jit
 def log1p(x):
-    """log(1 + x), accurate for small x (Kahan's trick; libdevice.log1p is not in the interpreter)."""
+    """log(1 + x), accurate for small x (Kahan's trick).
+
+    Compatibility: Triton 3.9's interpreter has no libdevice.log1p, so the kernels use this instead.
+    """
     b_u = 1 + x
     return tl.where(b_u == 1, x, tl.log(b_u) * (x / tl.where(b_u == 1, 1, b_u - 1)))
 
