@@ -132,8 +132,8 @@ def decode_ram_fns(batch, H, V, num_factors, device, dtype=torch.bfloat16):
     the output o (V).
     """
     from ramnet_fla.ops.ram import RAMState, fused_recurrent_ram
-    from ramnet_fla.ops.ram.common import check_ram_inputs
-    from ramnet_fla.ops.ram.triton.fused_recurrent import fused_recurrent_ram_fwd
+    from ramnet_fla.ops.ram.backends.triton import fused_recurrent_inplace
+    from ramnet_fla.ops.ram.common import prepare_call
     M = FACTOR_DIM ** num_factors
     q, k, v, gamma = ram_inputs(batch, 1, H, V, num_factors, device, dtype)
     state = RAMState.zeros(batch, H, M, V, device=device)
@@ -143,10 +143,10 @@ def decode_ram_fns(batch, H, V, num_factors, device, dtype=torch.bfloat16):
         return fused_recurrent_ram(q, k, v, gamma, num_factors, TOPK, cape=cape, initial_state=state,
                                    output_final_state=True)[0]
 
-    shape, cape_heads, checked = check_ram_inputs(q, k, v, gamma, num_factors, TOPK, cape, state, None)
+    call = prepare_call(q, k, v, gamma, num_factors, TOPK, cape, state, None)
 
     def kernel_step():
-        return fused_recurrent_ram_fwd(q, k, v, gamma, shape, cape_heads, checked, None)
+        return fused_recurrent_inplace(q, k, v, gamma, call, state)
 
     element = q.element_size()
     slot_bytes = 3 * TOPK * (V + 1) * 4

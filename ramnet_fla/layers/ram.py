@@ -9,7 +9,6 @@ sigmoid output gate, output projection, repad.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -20,6 +19,7 @@ from fla.layers.utils import get_layer_cache, repad_hidden_states, unpad_hidden_
 
 from ramnet_fla.fla_cpu.modules import FusedRMSNormGated, ShortConvolution
 from ramnet_fla.ops.ram import RAMState, chunk_ram, fused_recurrent_ram
+from ramnet_fla.ops.ram.cape import resolve_cape_heads
 
 if TYPE_CHECKING:
     from fla.models.cache_utils import Cache
@@ -34,39 +34,6 @@ def _positive_int(name: str, value, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"`{name}` must be >= {minimum}, got {value}")
     return value
-
-
-def resolve_cape_heads(cape_heads, num_heads: int) -> list[bool]:
-    """One bool per head: which heads shift their slot addresses by the token position (CAPE).
-
-    cape_heads: None (the first half of the heads, num_heads // 2 of them), a bool (all or none),
-    an int n (the first n heads), a sequence of head indices, or a sequence of num_heads bools.
-    """
-    if cape_heads is None:
-        return [h < num_heads // 2 for h in range(num_heads)]
-    if isinstance(cape_heads, bool):
-        return [cape_heads] * num_heads
-    if isinstance(cape_heads, int):
-        if not 0 <= cape_heads <= num_heads:
-            raise ValueError(f"`cape_heads` as a count must be in [0, num_heads={num_heads}], got {cape_heads}")
-        return [h < cape_heads for h in range(num_heads)]
-    if isinstance(cape_heads, torch.Tensor):
-        cape_heads = cape_heads.tolist()
-    if isinstance(cape_heads, Sequence) and not isinstance(cape_heads, str):
-        values = list(cape_heads)
-        if values and all(isinstance(c, bool) for c in values):
-            if len(values) != num_heads:
-                raise ValueError(f"`cape_heads` as bools must give one per head ({num_heads}), got {len(values)}")
-            return values
-        if all(isinstance(c, int) and not isinstance(c, bool) for c in values):
-            bad = [c for c in values if not 0 <= c < num_heads]
-            if bad:
-                raise ValueError(f"`cape_heads` holds head indices outside [0, {num_heads}): {bad}")
-            return [h in set(values) for h in range(num_heads)]
-    raise TypeError(
-        "`cape_heads` must be None, a bool, an int (the first n heads), a list of head indices "
-        f"or a list of {num_heads} bools, got {cape_heads!r}"
-    )
 
 
 class RAMAttention(nn.Module):

@@ -11,8 +11,10 @@ import pytest
 import torch
 
 from ramnet_fla.ops.ram import RAMState, naive_recurrent_ram, ram_address
+from ramnet_fla.ops.ram.naive import naive_address
 from tests.ops.utils import (
     assert_rel_close,
+    brute_force_topk,
     dense_recurrent_ram,
     make_inputs,
     make_state,
@@ -222,3 +224,19 @@ def test_naive_gradcheck():
         return o, final.memory, final.mass
 
     assert torch.autograd.gradcheck(fn, (q, k, v, gamma, state.memory, state.mass))
+
+
+@pytest.mark.parametrize('num_factors, factor_dim, topk', [(3, 4, 5), (1, 6, 4), (4, 2, 16), (2, 3, 9), (5, 4, 8)],
+                         ids=lambda x: str(x))
+def test_reference_address_is_the_brute_force_topk(num_factors, factor_dim, topk):
+    """The reference's own beam search equals an enumeration of all M addresses, gradients included."""
+    generator = torch.Generator().manual_seed(num_factors * 10 + topk)
+    logits = (torch.randn(7, 2, num_factors * factor_dim, generator=generator, dtype=torch.float64) * 3).requires_grad_()
+    index, log_prob = naive_address(logits, num_factors, topk)
+    expected_index, expected_log_prob = brute_force_topk(logits, num_factors, topk)
+    assert torch.equal(index, expected_index)       # continuous random logits: no ties
+    torch.testing.assert_close(log_prob, expected_log_prob, rtol=0, atol=1e-12)
+    grad = torch.randn(log_prob.shape, generator=generator, dtype=torch.float64)
+    (got,) = torch.autograd.grad((log_prob * grad).sum(), logits)
+    (expected,) = torch.autograd.grad((expected_log_prob * grad).sum(), logits)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)

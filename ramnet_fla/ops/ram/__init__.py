@@ -1,4 +1,10 @@
-"""RAM-Net: linear attention over a table of M = d_p ** U slots with sparse K-hot addresses."""
+"""RAM-Net: linear attention over a table of M = d_p ** U slots with sparse K-hot addresses.
+
+Layout, as in fla's op folders: `naive.py` (the readable reference), `address.py`, `chunk.py` and
+`fused_recurrent.py` (thin public ops: check, shared prologue in `common.py`, backend, state),
+`state.py` (RAMState), `checks.py` and `cape.py` (argument checks, CAPE), and `backends/torch/` and
+`backends/triton/` with the implementations.
+"""
 
 from ramnet_fla.ops.ram.address import ram_address
 from ramnet_fla.ops.ram.chunk import chunk_ram

@@ -1,178 +1,16 @@
-"""K-hot addresses from factorised logits: product softmax and exact beam-search Top-K.
+"""`ram_address`: the K most likely slots of the product softmax over M = d_p ** U slots.
 
-An address over M = d_p ** U slots is one digit a_u in [0, d_p) per factor u; its flat index is
-sum_u a_u * d_p ** u (factor 0 least significant) and its log-probability is
-sum_u log_softmax(logits[u*d_p:(u+1)*d_p])[a_u]. The K most likely addresses are found exactly,
-without enumerating M, by a beam search over factors: keep the K best prefixes, extend each by
-the d_p digits of the next factor, keep the best K. A prefix outside the best K cannot complete
-into the Top-K, because the K better prefixes completed with its suffix beat it.
+An address is one digit a_u in [0, d_p) per factor u; its flat index is sum_u a_u * d_p ** u
+(factor 0 least significant) and its log-probability sum_u log_softmax(logits[u*d_p:(u+1)*d_p])[a_u].
+The backends find the Top-K exactly by a beam search over factors (see backends/torch/address.py).
 """
 
 from __future__ import annotations
 
 import torch
 
-from ramnet_fla.utils.backend import select_backend
-from ramnet_fla.ops.ram.common import check_address_args
-
-
-def factor_log_probs(logits: torch.Tensor, num_factors: int) -> torch.Tensor:
-    """Per-factor log-softmax, rows last: logits [..., U*d_p] -> [U, d_p, R] with R = prod(...).
-
-    float32 (float64 stays float64). Rows last keeps every later step a contiguous, vectorised
-    operation over R, whereas the tiny d_p and K dims would otherwise be the innermost loops.
-    """
-    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    factor_dim = logits.shape[-1] // num_factors
-    return logits.reshape(-1, num_factors, factor_dim).to(dtype).permute(1, 2, 0).contiguous().log_softmax(1)
-
-
-# The fast beam search orders candidates by one float64 key: the float32 score in the high bits and
-# the flat index in the 29 low bits, which a float32 widened to float64 leaves zero.
-_INDEX_BITS = 29
-_INDEX_MASK = (1 << _INDEX_BITS) - 1
-_SCORE_MIN, _SCORE_MAX = -torch.finfo(torch.float32).max, -torch.finfo(torch.float32).tiny
-# below this many rows (e.g. decoding a few sequences) the few operations of `ranked_beam_topk` win
-# (measured on one core, U=5, d_p=4, K=8: 216 against 690 us at 256 rows, 1.4 against 1.0 ms at 1,024)
-MERGE_MIN_ROWS = 512
-
-
-def _pack(score: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """float32 scores and int64 indices (< 2**29) -> float64 keys ordered by score, then lower index.
-
-    Scores are kept in [-float32 max, -float32 tiny] (log-probabilities are <= 0): no key is an
-    infinity, NaN or subnormal, so comparisons stay exact with flush-to-zero.
-    """
-    bits = score.clamp(_SCORE_MIN, _SCORE_MAX).to(torch.float64).view(torch.int64)
-    return (bits | index).view(torch.float64)
-
-
-def _unpack(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """float64 keys -> (float32 scores, int64 indices), exactly as packed."""
-    bits = key.view(torch.int64)
-    return (bits & ~_INDEX_MASK).view(torch.float64).to(torch.float32), bits & _INDEX_MASK
-
-
-def _sort_bitonic(x: torch.Tensor) -> torch.Tensor:
-    """Sort bitonic runs descending along dim -2. x: [..., n, R], n a power of two (a half-cleaner
-    cascade: log2(n) rounds of compare-exchange at distance n/2, n/4, ..., 1)."""
-    n = x.shape[-2]
-    half = n // 2
-    while half >= 1:
-        pairs = x.unflatten(-2, (n // (2 * half), 2, half))
-        first, second = pairs.select(-3, 0), pairs.select(-3, 1)
-        x = torch.stack((torch.maximum(first, second), torch.minimum(first, second)), dim=-3).flatten(-4, -2)
-        half //= 2
-    return x
-
-
-def _merge_pairs(lists: torch.Tensor, limit: int) -> torch.Tensor:
-    """Merge sorted lists pairwise: [L, n, R] (descending along n) -> [L/2, min(2n, limit), R].
-
-    A list followed by its partner reversed is bitonic; when 2n > limit (then n == limit), the
-    elementwise max of the two holds the best `limit` of the union, also as a bitonic run.
-    """
-    first, second = lists[0::2], lists[1::2].flip(-2)
-    if 2 * lists.shape[-2] <= limit:
-        return _sort_bitonic(torch.cat((first, second), dim=-2))
-    return _sort_bitonic(torch.maximum(first, second))
-
-
-def merge_beam_topk(log_probs: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The beam search as sorting networks: the fast path for many float32 rows, d_p a power of two.
-
-    log_probs: [U, d_p, R] float32. Returns (indices [K, R] int64, scores [K, R] float32), best first.
-    Each factor extends the sorted beam by each digit (d_p sorted lists, since adding a digit's score
-    keeps the beam's order) and merges the lists pairwise, keeping the best 2**ceil(log2 K); only
-    elementwise max/min over R are used, which cost far less than a Top-K per row.
-    """
-    num_factors, factor_dim, rows = log_probs.shape
-    limit = 1 << (topk - 1).bit_length()                    # K rounded up to a power of two
-    digits = torch.arange(factor_dim, device=log_probs.device)
-    beam = None
-    for u in range(num_factors):
-        offset = (digits * factor_dim ** u)[:, None, None]                           # [d_p, 1, 1]
-        if beam is None:
-            score, index = log_probs[u][:, None, :], offset.expand(factor_dim, 1, rows)
-        else:
-            beam_score, beam_index = _unpack(beam)                                    # [w, R]
-            score, index = beam_score + log_probs[u][:, None, :], beam_index + offset   # [d_p, w, R]
-        lists = _pack(score, index)
-        while lists.shape[0] > 1:
-            lists = _merge_pairs(lists, limit)
-        beam = lists[0]
-    score, index = _unpack(beam[:topk])
-    return index, score
-
-
-def ranked_beam_topk(log_probs: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The beam search with one Top-K per factor over all K*d_p candidates: any dtype and d_p.
-
-    log_probs: [U, d_p, R]. Returns (indices [K, R] int64, scores [K, R]), best first; the scores
-    are sums over factors in factor order, in log_probs' dtype.
-    """
-    num_factors, factor_dim, rows = log_probs.shape
-    score = log_probs.new_zeros(1, rows)                    # [b, R], b = beam width so far
-    index = torch.zeros(1, rows, dtype=torch.long, device=log_probs.device)
-    digits = torch.arange(factor_dim, device=log_probs.device)
-    for u in range(num_factors):
-        score = (log_probs[u][:, None, :] + score).flatten(0, 1)                        # [d_p*b, R]
-        index = (index + (digits * factor_dim ** u)[:, None, None]).flatten(0, 1)
-        if score.shape[0] > topk or u == num_factors - 1:
-            score, best = score.topk(min(topk, score.shape[0]), dim=0)   # sorted, best first
-            index = index.gather(0, best)
-    return index, score
-
-
-@torch.no_grad()
-def beam_topk(log_probs: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The K most likely addresses: (flat indices [K, R], log-probabilities [K, R]), best first.
-
-    log_probs: [U, d_p, R] from `factor_log_probs`. Many float32 rows with d_p a power of two take
-    `merge_beam_topk`; the rest (decoding, float64, other d_p, M > 2**29) `ranked_beam_topk`.
-    Both are exact; ties may be broken differently.
-    """
-    num_factors, factor_dim, rows = log_probs.shape
-    if (rows >= MERGE_MIN_ROWS and log_probs.dtype == torch.float32 and factor_dim & (factor_dim - 1) == 0
-            and factor_dim ** num_factors <= _INDEX_MASK + 1):
-        return merge_beam_topk(log_probs, topk)
-    return ranked_beam_topk(log_probs, topk)
-
-
-class RAMAddressFunction(torch.autograd.Function):
-    """Top-K addresses and their log-probabilities, with a hand-written backward to the logits.
-
-    forward: logits [..., U*d_p] -> indices [..., K] (constant), log_probs [..., K].
-    backward: each factor is a log-softmax read at the chosen digits, so
-    d logits[u] = g_u - softmax[u] * sum(g_u), with g_u the log-prob gradients summed per digit.
-    """
-
-    @staticmethod
-    def forward(ctx, logits, num_factors, topk):
-        log_probs = factor_log_probs(logits, num_factors)                  # [U, d_p, R]
-        indices, scores = beam_topk(log_probs, topk)                       # [K, R]
-        ctx.save_for_backward(log_probs, indices)
-        ctx.logits_shape, ctx.logits_dtype = logits.shape, logits.dtype
-        ctx.mark_non_differentiable(indices)
-        lead = logits.shape[:-1]
-        return indices.t().contiguous().view(*lead, topk), scores.t().contiguous().view(*lead, topk)
-
-    @staticmethod
-    def backward(ctx, grad_indices, grad_log_probs):
-        log_probs, indices = ctx.saved_tensors                             # [U, d_p, R], [K, R]
-        num_factors, factor_dim, rows = log_probs.shape
-        scales = factor_dim ** torch.arange(num_factors, device=indices.device)
-        digits = torch.div(indices, scales[:, None, None], rounding_mode='floor') % factor_dim     # [U, K, R]
-        upstream = grad_log_probs.reshape(rows, -1).t().to(log_probs.dtype)                         # [K, R]
-        grad = log_probs.new_zeros(num_factors, factor_dim, rows).scatter_add_(
-            1, digits, upstream.expand(num_factors, -1, -1))                                       # [U, d_p, R]
-        grad = grad - log_probs.exp() * grad.sum(1, keepdim=True)          # through each log-softmax
-        return grad.permute(2, 0, 1).reshape(ctx.logits_shape).to(ctx.logits_dtype), None, None
-
-
-def ram_address_torch(logits: torch.Tensor, num_factors: int, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The PyTorch path of `ram_address` (see there)."""
-    return RAMAddressFunction.apply(logits, num_factors, topk)
+from ramnet_fla.ops.ram.backends import backend_for
+from ramnet_fla.ops.ram.checks import check_address_args, check_logits
 
 
 def ram_address(logits: torch.Tensor, num_factors: int, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -187,14 +25,8 @@ def ram_address(logits: torch.Tensor, num_factors: int, topk: int) -> tuple[torc
         indices: [..., K] int64 flat slot indices, sorted by descending log-probability.
         log_probs: [..., K] float32 (float64 for float64 logits), differentiable w.r.t. `logits`.
     """
-    if not isinstance(logits, torch.Tensor):
-        raise TypeError(f"`logits` must be a torch.Tensor [..., U*d_p], got {type(logits).__name__}")
-    if logits.ndim < 1:
-        raise ValueError("`logits` must have at least one dim [..., U*d_p]")
-    if not logits.dtype.is_floating_point:
-        raise TypeError(f"`logits` must be floating point, got {logits.dtype}")
+    check_logits(logits)
     check_address_args(logits.shape[-1], num_factors, topk)
-    if select_backend(logits) == 'triton':
-        from ramnet_fla.ops.ram.triton.address import ram_address_triton
-        return ram_address_triton(logits, num_factors, topk)
-    return ram_address_torch(logits, num_factors, topk)
+    lead = logits.shape[:-1]
+    indices, log_probs = backend_for(logits).address_topk(logits.reshape(-1, logits.shape[-1]), num_factors, topk)
+    return indices.view(*lead, topk), log_probs.view(*lead, topk)

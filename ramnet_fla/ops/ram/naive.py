@@ -1,15 +1,38 @@
 """The readable reference of the RAM-Net op: one token at a time, straight from the paper.
 
 Slow (it copies the slot table at every token) and exact; every fast path is tested against it.
+It depends on none of them: the addresses come from a plain beam search below, the write and the
+read are written out as in SPEC section 1.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ramnet_fla.ops.ram.address import ram_address_torch
-from ramnet_fla.ops.ram.common import READ_EPS, cape_shift, check_ram_inputs, compute_dtype, final_positions, pdma_decay
+from ramnet_fla.ops.ram.checks import check_ram_inputs
+from ramnet_fla.ops.ram.common import READ_EPS, WEIGHT_CLAMP, compute_dtype
 from ramnet_fla.ops.ram.state import RAMState
+
+
+def naive_address(logits: torch.Tensor, num_factors: int, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The K most likely addresses of the product softmax, by a plain beam search over factors.
+
+    logits: [..., U*d_p] -> (flat slot indices [..., K] int64, log-probabilities [..., K]), best
+    first, differentiable through autograd. Exact: a prefix outside the K best prefixes cannot
+    complete into the Top-K, since the K better prefixes completed with its suffix beat it.
+    """
+    factor_dim = logits.shape[-1] // num_factors
+    log_probs = logits.unflatten(-1, (num_factors, factor_dim)).log_softmax(-1)     # [..., U, d_p]
+    digits = torch.arange(factor_dim, device=logits.device)
+    score = log_probs.new_zeros(*logits.shape[:-1], 1)                             # the empty prefix
+    index = torch.zeros(score.shape, dtype=torch.long, device=logits.device)
+    for u in range(num_factors):
+        # extend every prefix by every digit of factor u (place value d_p ** u), keep the best K
+        score = (score[..., :, None] + log_probs[..., u, None, :]).flatten(-2)     # [..., beam * d_p]
+        index = (index[..., :, None] + digits * factor_dim ** u).flatten(-2)
+        score, best = score.topk(min(topk, score.shape[-1]), dim=-1)
+        index = index.gather(-1, best)
+    return index, score
 
 
 def naive_recurrent_ram(
@@ -47,35 +70,36 @@ def naive_recurrent_ram(
     device, out_dtype = q.device, v.dtype
 
     # Flatten the batch into one stream of tokens; each sequence is a [bos, eos) range of it.
-    q, k, v, gamma = (x.flatten(0, 1) for x in (q, k, v, gamma))      # [B*T, H, ...]
+    q, k, v, gamma = (x.flatten(0, 1).to(dtype) for x in (q, k, v, gamma))      # [B*T, H, ...]
     if cu_seqlens is None:
         bounds = [(b * T, (b + 1) * T) for b in range(B)]
     else:
         offsets = cu_seqlens.tolist()
         bounds = list(zip(offsets[:-1], offsets[1:]))
 
-    read_index, read_log_prob = ram_address_torch(q, num_factors, topk)      # [B*T, H, K]
-    write_index, write_log_prob = ram_address_torch(k, num_factors, topk)
-    read_weight, write_weight = read_log_prob.exp().to(dtype), write_log_prob.exp().to(dtype)
-    v, gamma = v.to(dtype), gamma.to(dtype)
+    read_index, read_log_prob = naive_address(q, num_factors, topk)      # [B*T, H, K]
+    write_index, write_log_prob = naive_address(k, num_factors, topk)
+    read_weight, write_weight = read_log_prob.exp(), write_log_prob.exp()
 
     outputs = []
-    memories, masses = [], []
+    memories, masses, positions = [], [], []
     for n, (bos, eos) in enumerate(bounds):
         if state is None:
             memory = torch.zeros(H, M, V, dtype=dtype, device=device)     # S
             mass = torch.zeros(H, M, dtype=dtype, device=device)          # z
             start = 0
         else:
-            memory, mass, start = state.memory[n].to(dtype), state.mass[n].to(dtype), state.position[n]
+            memory, mass, start = state.memory[n].to(dtype), state.mass[n].to(dtype), int(state.position[n])
         for t in range(bos, eos):
-            position = torch.as_tensor(start + (t - bos), device=device)
-            w_slot = cape_shift(write_index[t], position, cape_heads, M)      # [H, K]
-            r_slot = cape_shift(read_index[t], position, cape_heads, M)
+            # CAPE: on a CAPE head, slot i at absolute position p becomes (i + p) mod M
+            shift = (start + t - bos) * cape_heads.long()[:, None]           # [H, 1]
+            w_slot = (write_index[t] + shift) % M                            # [H, K]
+            r_slot = (read_index[t] + shift) % M
             w, r = write_weight[t], read_weight[t]                            # [H, K]
 
-            # PDMA write: S[a] <- lambda S[a] + w v,  z[a] <- lambda z[a] + w, only at the K slots.
-            retain = pdma_decay(w, gamma[t][:, None])                         # [H, K]
+            # PDMA write: S[a] <- lambda S[a] + w v,  z[a] <- lambda z[a] + w, only at the K slots,
+            # with lambda = exp(gamma * log1p(-min(w, 1 - 1e-6))).
+            retain = torch.exp(gamma[t][:, None] * torch.log1p(-w.clamp(max=WEIGHT_CLAMP)))   # [H, K]
             w_rows = w_slot[..., None].expand(H, K, V)
             memory = memory.scatter(1, w_rows, retain[..., None] * memory.gather(1, w_rows) + w[..., None] * v[t][:, None])
             mass = mass.scatter(1, w_slot, retain * mass.gather(1, w_slot) + w)
@@ -86,11 +110,12 @@ def naive_recurrent_ram(
             outputs.append((r[..., None] * value).sum(1))                                    # [H, V]
         memories.append(memory)
         masses.append(mass)
+        positions.append(start + eos - bos)
 
     o = torch.stack(outputs) if outputs else v.new_zeros(0, H, V)
     o = o.reshape(B, T, H, V).to(out_dtype)
     final_state = None
     if output_final_state:
-        start = state.position.long() if state is not None else torch.zeros(shape.num_sequences, dtype=torch.long, device=device)
-        final_state = RAMState(torch.stack(memories), torch.stack(masses), final_positions(shape, cu_seqlens, start))
+        final_state = RAMState(torch.stack(memories), torch.stack(masses),
+                               torch.tensor(positions, dtype=torch.long, device=device))
     return o, final_state

@@ -37,8 +37,10 @@ class RAMState(NamedTuple):
         )
 
     def clone(self) -> RAMState:
+        """A copy that shares no storage with this state."""
         return RAMState(self.memory.clone(), self.mass.clone(), self.position.clone())
 
     def index_select(self, index: torch.Tensor) -> RAMState:
         """The states of the sequences in `index` (e.g. for beam search reordering)."""
         return RAMState(self.memory[index], self.mass[index], self.position[index])
+

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-import ramnet_fla.ops.ram.triton.utils as triton_utils
 from ramnet_fla.ops.ram import RAMState, chunk_ram, naive_recurrent_ram
 from tests.ops.utils import Case, assert_rel_close, dense_recurrent_ram, make_inputs, outputs_and_grads, poison_uninitialized
 
@@ -37,8 +36,7 @@ def run(op, case, backend, monkeypatch, dtype):
 
 
 @pytest.mark.parametrize('case, dtype', CASES)
-def test_chunk_triton_matches_torch_and_reference(case, dtype, monkeypatch):
-    monkeypatch.setattr(triton_utils, 'POISON_OUTPUTS', True)
+def test_chunk_triton_matches_torch_and_reference(case, dtype, monkeypatch, poison_kernel_outputs):
     got = run(chunk_ram, case, 'triton', monkeypatch, dtype)
     torch_path = run(chunk_ram, case, 'torch', monkeypatch, dtype)
     reference = run(naive_recurrent_ram, case, 'torch', monkeypatch, dtype)
@@ -97,9 +95,8 @@ def test_chunk_triton_without_final_state_and_empty_input(monkeypatch):
     assert final.memory.abs().sum() == 0 and final.mass.abs().sum() == 0 and final.position.tolist() == [0, 0]
 
 
-def test_chunk_triton_float64_matches_torch_path(monkeypatch):
+def test_chunk_triton_float64_matches_torch_path(monkeypatch, poison_kernel_outputs):
     """float64 inputs run the kernels in float64: agreement to round-off, gradients included."""
-    monkeypatch.setattr(triton_utils, 'POISON_OUTPUTS', True)
     case = Case(batch=1, seq_len=5, num_heads=2, num_factors=2, factor_dim=2, value_dim=3, topk=2,
                 cape=[True, False], positions=[2], seed=3)
     got = run(chunk_ram, case, 'triton', monkeypatch, torch.float64)
@@ -115,9 +112,12 @@ def test_every_kernel_compiles_for_sm90():
     import os
     import subprocess
     import sys
+    from pathlib import Path
     pytest.importorskip('triton.backends.nvidia')
     env = {key: value for key, value in os.environ.items() if key != 'TRITON_INTERPRET'}
-    result = subprocess.run([sys.executable, '-m', 'ramnet_fla.ops.ram.triton.compile_check', '--arch', '90'],
+    root = Path(__file__).resolve().parents[4]
+    env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(root), env.get('PYTHONPATH')]))
+    result = subprocess.run([sys.executable, str(root / 'benchmarks' / 'gpu' / 'compile_check.py'), '--arch', '90'],
                             env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert '15 kernels compiled for sm_90' in result.stdout, result.stdout[-3000:]

@@ -18,10 +18,9 @@ import triton
 import triton.language as tl
 from fla.utils import autotune_cache_kwargs, input_guard
 
-from ramnet_fla.ops.ram.common import RAMShape, final_positions
+from ramnet_fla.ops.ram.backends.triton.utils import EPS, address_blocks, beam_topk_row, pdma_retain, tl_dtype
+from ramnet_fla.ops.ram.common import RAMCall
 from ramnet_fla.ops.ram.state import RAMState
-from ramnet_fla.ops.ram.triton.chunk import chunk_ram_triton
-from ramnet_fla.ops.ram.triton.utils import EPS, address_blocks, beam_topk_row, kernel_dtype, new_output, pdma_retain, tl_dtype
 
 
 @triton.heuristics({
@@ -110,37 +109,24 @@ def fused_recurrent_ram_fwd_kernel(
         tl.debug_barrier()
 
 
+@torch.no_grad()
 @input_guard(no_guard_contiguous=['state'])
-def fused_recurrent_ram_fwd(q, k, v, gamma, shape: RAMShape, cape_heads, state: RAMState, cu_seqlens):
-    """Run the decoding kernel; `state` (contiguous, compute dtype) is advanced in place, position included."""
-    B, T, H, V = shape.batch, shape.seq_len, shape.num_heads, shape.value_dim
-    N = shape.num_sequences
+def fused_recurrent_inplace(q, k, v, gamma, call: RAMCall, state: RAMState) -> torch.Tensor:
+    """Run the decoding kernel on checked arguments.
+
+    q, k: [B, T, H, U*d_p]; v: [B, T, H, V]; gamma: [B, T, H]; state: contiguous, in the compute
+    dtype, its memory and mass advanced in place (its position, the tokens before this call, is
+    read, not advanced). Returns o [B, T, H, V] in v's dtype.
+    """
+    shape = call.shape
+    B, T, H, V, N = shape.batch, shape.seq_len, shape.num_heads, shape.value_dim, shape.num_sequences
     BD, BK = address_blocks(shape.factor_dim, shape.topk)
-    o = new_output(B, T, H, V, dtype=v.dtype, device=v.device)
+    o = torch.empty(B, T, H, V, dtype=v.dtype, device=v.device)
     if B * T > 0 and N * H > 0:
         fused_recurrent_ram_fwd_kernel[(N * H,)](
-            q, k, v, gamma, o, state.memory, state.mass, state.position, cape_heads.to(torch.int32), cu_seqlens, T,
+            q, k, v, gamma, o, state.memory, state.mass, state.position, call.cape_heads.to(torch.int32),
+            call.cu_seqlens, T,
             H=H, U=shape.num_factors, DP=shape.factor_dim, M=shape.num_slots, K=shape.topk, V=V,
             BD=BD, BK=BK, BV=triton.next_power_of_2(V), ACC=tl_dtype(state.memory.dtype),
         )
-    state.position.copy_(final_positions(shape, cu_seqlens, state.position))
     return o
-
-
-def fused_recurrent_ram_triton(q, k, v, gamma, shape: RAMShape, cape_heads, initial_state, output_final_state, cu_seqlens):
-    """The Triton path of `fused_recurrent_ram` on checked arguments (see the public op).
-
-    With `output_final_state` and no gradient to track, the state is advanced in place (converted
-    first if it is not contiguous float32/float64; a zero state is allocated when None). Otherwise
-    the exact autograd path of `chunk_ram_triton` runs and `initial_state` is left untouched.
-    """
-    from ramnet_fla.ops.ram.fused_recurrent import _writable_state
-
-    tracked = (q, k, v, gamma) + ((initial_state.memory, initial_state.mass) if initial_state is not None else ())
-    if not output_final_state or (torch.is_grad_enabled() and any(x.requires_grad for x in tracked)):
-        return chunk_ram_triton(q, k, v, gamma, shape, cape_heads, initial_state, output_final_state, cu_seqlens)
-    dtype = kernel_dtype(q, k, v, gamma, *(initial_state or ()))
-    state = _writable_state(initial_state, shape, dtype, q.device)
-    with torch.no_grad():
-        o = fused_recurrent_ram_fwd(q, k, v, gamma, shape, cape_heads, state, cu_seqlens)
-    return o, state

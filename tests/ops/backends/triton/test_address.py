@@ -6,19 +6,23 @@ from __future__ import annotations
 import pytest
 import torch
 
-import ramnet_fla.ops.ram.triton.utils as triton_utils
 from ramnet_fla.ops.ram import ram_address
-from ramnet_fla.ops.ram.address import ram_address_torch
+from ramnet_fla.ops.ram.backends import torch as torch_backend
 from tests.ops.utils import assert_rel_close, brute_force_topk, poison_uninitialized
 
 pytestmark = pytest.mark.triton
 
 
+def ram_address_torch(logits, num_factors, topk):
+    """`ram_address` of the PyTorch backend on the same logits: (indices, log_probs) [..., K]."""
+    index, log_prob = torch_backend.address_topk(logits.reshape(-1, logits.shape[-1]), num_factors, topk)
+    return index.view(*logits.shape[:-1], topk), log_prob.view(*logits.shape[:-1], topk)
+
+
 @pytest.fixture(autouse=True)
-def triton_backend(monkeypatch):
+def triton_backend(monkeypatch, poison_kernel_outputs):
     """Force the Triton kernels and NaN-fill every buffer they should overwrite."""
     monkeypatch.setenv('RAMNET_FLA_BACKEND', 'triton')
-    monkeypatch.setattr(triton_utils, 'POISON_OUTPUTS', True)
 
 
 @pytest.mark.parametrize('num_factors, factor_dim, topk', [

@@ -1,10 +1,10 @@
-"""Compile every RAM-Net Triton kernel for a CUDA architecture, without a GPU.
+"""Compile every RAM-Net Triton kernel for a CUDA architecture, without a GPU (a developer tool).
 
 The interpreter (TRITON_INTERPRET=1) checks what the kernels compute but not that they compile:
 `triton.compile` with a `GPUTarget` lowers each kernel to PTX and a cubin on any machine, which
 catches type errors, unsupported ops and register-hungry shapes before a GPU session does.
 
-    python -m ramnet_fla.ops.ram.triton.compile_check [--arch 90] [--float64]
+    python benchmarks/gpu/compile_check.py [--arch 90] [--float64]
 
 Must run without TRITON_INTERPRET (the kernels must be real JIT functions).
 """
@@ -46,7 +46,7 @@ def compile_kernel(kernel, pointer_types: dict, constants: dict, arch: int, num_
 
 def specialisations(float64: bool):
     """(name, kernel, pointer types, constants, num_warps) for the shapes the op uses."""
-    from ramnet_fla.ops.ram.triton import address, chunk, fused_recurrent
+    from ramnet_fla.ops.ram.backends.triton import address, chunk, fused_recurrent
 
     accumulators = [(tl.float32, '*fp32')] + ([(tl.float64, '*fp64')] if float64 else [])
     i64 = '*i64'

@@ -1,6 +1,6 @@
 """Triton `chunk_ram` (training and prefill): slot chains walked by Triton programs.
 
-The algorithm mirrors the PyTorch path (`ramnet_fla/ops/ram/chunk.py`, "segment batching" in the
+The algorithm mirrors the PyTorch backend (`backends/torch/chunk.py`, "segment batching" in the
 paper). A slot's history only depends on the events at that slot, so every write event (token t,
 head h, j-th of K) and every read event becomes one entry keyed by (table row, t, read-after-write),
 where the table row is (sequence, head, slot). One `torch.sort` of these unique int64 keys puts each
@@ -32,10 +32,7 @@ import triton
 import triton.language as tl
 from fla.utils import autocast_custom_bwd, autocast_custom_fwd, autotune_cache_kwargs, input_guard
 
-from ramnet_fla.ops.ram.common import RAMShape, cape_shift, final_positions, token_layout
-from ramnet_fla.ops.ram.state import RAMState
-from ramnet_fla.ops.ram.triton.address import ram_address_triton
-from ramnet_fla.ops.ram.triton.utils import CLAMP, EPS, kernel_dtype, log1p, new_output, pdma_retain, tl_dtype
+from ramnet_fla.ops.ram.backends.triton.utils import CLAMP, EPS, log1p, pdma_retain, tl_dtype
 
 
 @triton.heuristics({
@@ -262,6 +259,7 @@ def build_segments(read_slot, write_slot, sequence_ids, num_sequences: int, num_
     Returns event_order [2E] (write event id, or E + read event id), group_offsets [G+1] (the
     segments each program walks: those starting in the same window of EVENTS_PER_PROGRAM sorted
     events), segment_offsets [S+1] and segment_rows [S] (row (sequence * H + head) * M + slot).
+    Data-dependent: S (touched rows) and G (program groups) depend on the addresses.
     """
     num_tokens, H, K = write_slot.shape
     device = write_slot.device
@@ -300,10 +298,10 @@ def chunk_ram_fwd(read_weight, write_weight, v, gamma, memory0, mass0, segments,
     NV = triton.cdiv(V, BV)
     ACC = tl_dtype(dtype)
 
-    prev_memory = new_output(E, V, dtype=dtype, device=device)
-    prev_mass = new_output(E, dtype=dtype, device=device)
-    read_memory = new_output(E, V, dtype=dtype, device=device)
-    read_mass = new_output(E, dtype=dtype, device=device)
+    prev_memory = torch.empty(E, V, dtype=dtype, device=device)
+    prev_mass = torch.empty(E, dtype=dtype, device=device)
+    read_memory = torch.empty(E, V, dtype=dtype, device=device)
+    read_mass = torch.empty(E, dtype=dtype, device=device)
     memory = mass = None
     if output_final_state:
         # untouched rows keep their initial value; the kernel writes every touched row
@@ -315,7 +313,7 @@ def chunk_ram_fwd(read_weight, write_weight, v, gamma, memory0, mass0, segments,
             prev_memory, prev_mass, read_memory, read_mass, memory, mass, E,
             K=K, V=V, BV=BV, ACC=ACC,
         )
-    o = new_output(num_tokens, H, V, dtype=v.dtype, device=device)
+    o = torch.empty(num_tokens, H, V, dtype=v.dtype, device=device)
     if num_tokens * H > 0:
         chunk_ram_fwd_o_kernel[(num_tokens * H, NV)](
             read_weight, read_memory, read_mass, o, num_tokens * H,
@@ -326,7 +324,7 @@ def chunk_ram_fwd(read_weight, write_weight, v, gamma, memory0, mass0, segments,
 
 def chunk_ram_bwd(read_weight, write_weight, v, gamma, do, saved, segments, dmemory, dmass,
                   has_initial_state: bool, num_rows: int, dtype: torch.dtype):
-    """Gradients of `chunk_ram_fwd` for its differentiable inputs (see ChunkRAMFunction)."""
+    """Gradients of `chunk_ram_fwd` for its differentiable inputs (see TritonChunkRAMFunction)."""
     num_tokens, H, K = write_weight.shape
     V = v.shape[-1]
     E = num_tokens * H * K
@@ -341,15 +339,15 @@ def chunk_ram_bwd(read_weight, write_weight, v, gamma, do, saved, segments, dmem
         dmemory = torch.zeros(num_rows, V, dtype=dtype, device=device)
     if dmass is None and dmemory is not None:
         dmass = torch.zeros(num_rows, dtype=dtype, device=device)
-    dread_weight_partial = new_output(NV, E, dtype=dtype, device=device)
-    dwrite_weight_partial = new_output(NV, E, dtype=dtype, device=device)
-    dgamma_partial = new_output(NV, E, dtype=dtype, device=device)
-    dv_event = new_output(E, V, dtype=dtype, device=device)
+    dread_weight_partial = torch.empty(NV, E, dtype=dtype, device=device)
+    dwrite_weight_partial = torch.empty(NV, E, dtype=dtype, device=device)
+    dgamma_partial = torch.empty(NV, E, dtype=dtype, device=device)
+    dv_event = torch.empty(E, V, dtype=dtype, device=device)
     dmemory0 = dmass0_partial = None
     if has_initial_state:
         # rows no event touches pass the final state's gradient straight through
         dmemory0 = dmemory.clone() if dmemory is not None else torch.zeros(num_rows, V, dtype=dtype, device=device)
-        dmass0_partial = new_output(NV, S, dtype=dtype, device=device)
+        dmass0_partial = torch.empty(NV, S, dtype=dtype, device=device)
     if S > 0:
         chunk_ram_bwd_chain_kernel[(G, NV)](
             event_order, group_offsets, segment_offsets, segment_rows, read_weight, write_weight, v, gamma, do,
@@ -368,7 +366,7 @@ def chunk_ram_bwd(read_weight, write_weight, v, gamma, do, saved, segments, dmem
     return dread_weight, dwrite_weight, dv, dgamma, dmemory0, dmass0
 
 
-class ChunkRAMFunction(torch.autograd.Function):
+class TritonChunkRAMFunction(torch.autograd.Function):
     """Sparse read/write with PDMA over flattened tokens, given the chosen slots.
 
     Differentiable inputs: read_weight, write_weight [Ntok, H, K] and memory0 [N, H, M, V], mass0
@@ -424,33 +422,10 @@ class ChunkRAMFunction(torch.autograd.Function):
                 None, None, None, None, None, None)
 
 
-def chunk_ram_triton(q, k, v, gamma, shape: RAMShape, cape_heads, initial_state, output_final_state, cu_seqlens):
-    """The Triton path of `chunk_ram` on checked arguments (see `ramnet_fla.ops.ram.chunk_ram`).
-
-    q, k: [B, T, H, U*d_p]; v: [B, T, H, V]; gamma: [B, T, H]; cape_heads: [H] bool;
-    initial_state: RAMState or None. Returns o [B, T, H, V] in v's dtype and a float32 RAMState
-    (float64 for float64 inputs) or None; the initial state is not modified.
-    """
-    B, T, H, V, M, N = shape.batch, shape.seq_len, shape.num_heads, shape.value_dim, shape.num_slots, shape.num_sequences
-    dtype = kernel_dtype(q, k, v, gamma, *(initial_state or ()))
-    device = q.device
-    sequence_ids, positions = token_layout(shape, cu_seqlens, device)
-    start = initial_state.position.long() if initial_state is not None else torch.zeros(N, dtype=torch.long, device=device)
-    absolute = positions + start[sequence_ids]                                       # [B*T]
-
-    read_index, read_log_prob = ram_address_triton(q.flatten(0, 1), shape.num_factors, shape.topk)      # [B*T, H, K]
-    write_index, write_log_prob = ram_address_triton(k.flatten(0, 1), shape.num_factors, shape.topk)
-    read_slot = cape_shift(read_index, absolute, cape_heads, M)
-    write_slot = cape_shift(write_index, absolute, cape_heads, M)
-
-    memory0 = mass0 = None
-    if initial_state is not None:
-        memory0, mass0 = initial_state.memory.to(dtype), initial_state.mass.to(dtype)
-    o, memory, mass = ChunkRAMFunction.apply(
-        read_log_prob.exp().to(dtype), write_log_prob.exp().to(dtype), v.flatten(0, 1), gamma.flatten(0, 1),
-        memory0, mass0, read_slot, write_slot, sequence_ids, N, M, output_final_state,
-    )
-    o = o.view(B, T, H, V)
-    if not output_final_state:
-        return o, None
-    return o, RAMState(memory, mass, final_positions(shape, cu_seqlens, start))
+def chunk_read_write(read_weight, write_weight, v, gamma, memory0, mass0, read_slot, write_slot, sequence_ids,
+                     num_sequences: int, num_slots: int, output_final_state: bool):
+    """The Triton read/write of `chunk_ram` (see `TritonChunkRAMFunction`). Returns o [Ntok, H, V] in
+    v's dtype and, if asked, the final memory [N, H, M, V] and mass [N, H, M] (compute dtype)."""
+    return TritonChunkRAMFunction.apply(read_weight, write_weight, v, gamma, memory0, mass0,
+                                        read_slot, write_slot, sequence_ids, num_sequences, num_slots,
+                                        output_final_state)

@@ -14,7 +14,8 @@ import triton
 import triton.language as tl
 from fla.utils import autocast_custom_bwd, autocast_custom_fwd, autotune_cache_kwargs, input_guard
 
-from ramnet_fla.ops.ram.triton.utils import address_blocks, beam_topk_row, factor_log_softmax, kernel_dtype, new_output, tl_dtype
+from ramnet_fla.ops.ram.backends.triton.utils import address_blocks, beam_topk_row, factor_log_softmax, tl_dtype
+from ramnet_fla.ops.ram.common import compute_dtype
 
 
 @triton.autotune(
@@ -84,9 +85,9 @@ def ram_address_fwd(logits: torch.Tensor, num_factors: int, topk: int) -> tuple[
     R, width = logits.shape
     factor_dim = width // num_factors
     BD, BK = address_blocks(factor_dim, topk)
-    dtype = kernel_dtype(logits)
-    index = new_output(R, topk, dtype=torch.long, device=logits.device)
-    log_prob = new_output(R, topk, dtype=dtype, device=logits.device)
+    dtype = compute_dtype(logits)
+    index = torch.empty(R, topk, dtype=torch.long, device=logits.device)
+    log_prob = torch.empty(R, topk, dtype=dtype, device=logits.device)
     if R > 0:
         ram_address_fwd_kernel[(R,)](
             logits, index, log_prob, R,
@@ -101,16 +102,16 @@ def ram_address_bwd(logits: torch.Tensor, index: torch.Tensor, dlog_prob: torch.
     topk = index.shape[-1]
     factor_dim = width // num_factors
     BD, BK = address_blocks(factor_dim, topk)
-    dlogits = new_output(*logits.shape, dtype=logits.dtype, device=logits.device)
+    dlogits = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
     if R > 0:
         ram_address_bwd_kernel[(R,)](
             logits, index, dlog_prob.contiguous(), dlogits, R,
-            U=num_factors, DP=factor_dim, K=topk, BD=BD, BK=BK, ACC=tl_dtype(kernel_dtype(logits)),
+            U=num_factors, DP=factor_dim, K=topk, BD=BD, BK=BK, ACC=tl_dtype(compute_dtype(logits)),
         )
     return dlogits
 
 
-class RAMAddressFunction(torch.autograd.Function):
+class TritonRAMAddressFunction(torch.autograd.Function):
     """(logits [R, U*d_p]) -> (index [R, K] int64, log_prob [R, K]); differentiable in log_prob."""
 
     @staticmethod
@@ -133,11 +134,7 @@ class RAMAddressFunction(torch.autograd.Function):
         return ram_address_bwd(logits, index, dlog_prob, ctx.num_factors), None, None
 
 
-def ram_address_triton(logits: torch.Tensor, num_factors: int, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Triton `ram_address` on checked arguments: logits [..., U*d_p] -> (indices, log_probs) [..., K].
-
-    log_probs are float32 (float64 for float64 logits), like the PyTorch path.
-    """
-    lead = logits.shape[:-1]
-    index, log_prob = RAMAddressFunction.apply(logits.reshape(-1, logits.shape[-1]), num_factors, topk)
-    return index.view(*lead, topk), log_prob.view(*lead, topk)
+def address_topk(logits: torch.Tensor, num_factors: int, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits [R, U*d_p] -> (index [R, K] int64, log_prob [R, K] float32, or float64 for float64
+    logits), differentiable in log_prob."""
+    return TritonRAMAddressFunction.apply(logits, num_factors, topk)

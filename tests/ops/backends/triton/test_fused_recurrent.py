@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-import ramnet_fla.ops.ram.triton.utils as triton_utils
 from ramnet_fla.ops.ram import RAMState, chunk_ram, fused_recurrent_ram, naive_recurrent_ram
 from tests.ops.utils import Case, assert_rel_close, make_inputs, make_state, outputs_and_grads, poison_uninitialized
 
@@ -15,10 +14,9 @@ pytestmark = pytest.mark.triton
 
 
 @pytest.fixture(autouse=True)
-def triton_backend(monkeypatch):
+def triton_backend(monkeypatch, poison_kernel_outputs):
     """Force the Triton kernels and NaN-fill every buffer they should overwrite."""
     monkeypatch.setenv('RAMNET_FLA_BACKEND', 'triton')
-    monkeypatch.setattr(triton_utils, 'POISON_OUTPUTS', True)
 
 
 CASES = [

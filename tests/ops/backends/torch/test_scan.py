@@ -1,11 +1,12 @@
-"""The depth-major chain scans (ramnet_fla.ops.ram.scan) against a plain loop over each chain."""
+"""The depth-major chain scans (ramnet_fla.ops.ram.backends.torch.scan) against a plain loop over each chain."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from ramnet_fla.ops.ram import chunk_ram, naive_recurrent_ram, scan
+from ramnet_fla.ops.ram import chunk_ram, naive_recurrent_ram
+from ramnet_fla.ops.ram.backends.torch import scan
 from tests.ops.utils import Case, assert_rel_close, outputs_and_grads
 
 

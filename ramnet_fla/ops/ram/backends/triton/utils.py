@@ -9,13 +9,8 @@ import triton.language as tl
 from ramnet_fla.ops.ram.common import READ_EPS, WEIGHT_CLAMP
 
 
-def kernel_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
-    """float64 when an input is float64 (gradcheck), float32 otherwise: the dtype kernels compute in."""
-    return torch.float64 if any(t is not None and t.dtype == torch.float64 for t in tensors) else torch.float32
-
-
 def tl_dtype(dtype: torch.dtype):
-    """The Triton dtype matching a torch compute dtype (float32 or float64)."""
+    """The Triton dtype matching a torch compute dtype (float32 or float64, see `compute_dtype`)."""
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
@@ -31,7 +26,10 @@ EPS = tl.constexpr(READ_EPS)
 
 @triton.jit
 def log1p(x):
-    """log(1 + x), accurate for small x (Kahan's trick; libdevice.log1p is not in the interpreter)."""
+    """log(1 + x), accurate for small x (Kahan's trick).
+
+    Compatibility: Triton 3.9's interpreter has no libdevice.log1p, so the kernels use this instead.
+    """
     b_u = 1 + x
     return tl.where(b_u == 1, x, tl.log(b_u) * (x / tl.where(b_u == 1, 1, b_u - 1)))
 
@@ -118,15 +116,3 @@ def beam_topk_row(
             b_score, b_index = select_topk_by_max(b_cand, b_cand_index, K, BK, BK * BD)
         place = place * DP
     return b_index, b_score
-
-
-# Tests set this to True so that every output buffer starts as NaN: an element a kernel forgets
-# to write then fails the comparison instead of passing by luck.
-POISON_OUTPUTS = False
-
-
-def new_output(*shape: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """An uninitialised buffer that a kernel fully overwrites (NaN, or -1 for integers, when POISON_OUTPUTS)."""
-    if POISON_OUTPUTS:
-        return torch.full(shape, float('nan') if dtype.is_floating_point else -1, dtype=dtype, device=device)
-    return torch.empty(*shape, dtype=dtype, device=device)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ramnet_fla.ops.ram import address
 from ramnet_fla.ops.ram import ram_address
+from ramnet_fla.ops.ram.backends.torch import address
 from tests.ops.utils import brute_force_topk
 
 SHAPES = [(5, 4, 8), (3, 4, 5), (4, 2, 16), (2, 8, 3), (3, 3, 27), (1, 6, 4), (6, 2, 7), (2, 4, 1), (3, 2, 8)]
