@@ -9,6 +9,8 @@ sigmoid output gate, output projection, repad.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import torch
@@ -26,6 +28,21 @@ if TYPE_CHECKING:
 
 MODES = ('chunk', 'fused_recurrent')
 ADDRESS_CONV_INITS = (None, 'shift')
+# dtypes that `float32_address_projections` keeps the address parameters out of (model.to(bfloat16), .half())
+LOW_PRECISION_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """x in float32, or float64 when it is float64 (for gradcheck)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def _autocast_off(x: torch.Tensor):
+    """A context that turns off autocast on x's device type while it is on (else does nothing)."""
+    device_type = x.device.type
+    if device_type in ('cpu', 'cuda', 'xpu', 'mps') and torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _positive_int(name: str, value, minimum: int = 1) -> int:
@@ -61,6 +78,18 @@ class RAMAttention(nn.Module):
             convolution as the identity and the write-logit convolution as a one-token delay, so token t
             writes its value where a later copy of token t-1 reads: a recall prior that lets large M
             learn (docs/mqar.md, "Large address spaces"). The convolutions stay trainable. Default: None.
+        float32_address_projections (bool): compute the read/write logits in float32 whatever the
+            autocast or parameter dtype: `q_proj`, `k_proj`, their short convolutions and the two
+            log-temperatures stay float32 under `model.to(torch.bfloat16)` / `.half()` (like MoE routers)
+            and run outside autocast on float32 inputs. A slot is chosen by a Top-K over the logits, so
+            rounding them to bf16 changes which slots are read and written; with this on, bf16 and fp32
+            runs of the same weights pick the same slots. Off: those projections follow the autocast /
+            parameter dtype like every other projection. Either way the temperatures, log-softmax and
+            beam search run in float32; values, gate, output and state keep their dtypes (o: the
+            input's dtype, state float32). A parameter cast by someone else (e.g. FSDP2's
+            `MixedPrecisionPolicy(param_dtype=...)`) is used in its dtype and the logits upcast after
+            the projection: shard the address projections with `param_dtype=torch.float32` to keep them
+            exact. Default: True.
         norm_eps (float): epsilon of the per-head output RMSNorm. Default: 1e-5.
         layer_idx (int): this layer's index in fla's Cache (needed with `past_key_values`).
 
@@ -87,6 +116,7 @@ class RAMAttention(nn.Module):
         layer_idx: int | None = None,
         tie_address_projections: bool = False,
         address_conv_init: str | None = None,
+        float32_address_projections: bool = True,
     ) -> None:
         super().__init__()
         self.hidden_size = _positive_int('hidden_size', hidden_size)
@@ -132,6 +162,10 @@ class RAMAttention(nn.Module):
             raise ValueError(f"`address_conv_init={address_conv_init!r}` initialises the short convolutions: "
                              "it needs `use_short_conv=True`")
         self.address_conv_init = address_conv_init
+        if not isinstance(float32_address_projections, bool):
+            raise TypeError("`float32_address_projections` must be a bool, "
+                            f"got {type(float32_address_projections).__name__}")
+        self.float32_address_projections = float32_address_projections
 
         H, V = self.num_heads, self.head_dim
         self.logit_dim = self.num_factors * self.factor_dim          # U * d_p per head
@@ -150,6 +184,38 @@ class RAMAttention(nn.Module):
         self.o_norm = FusedRMSNormGated(V, eps=self.norm_eps, activation='sigmoid')
         self.o_proj = nn.Linear(H * V, hidden_size, bias=False)
         self._init_address_convs()
+
+    def address_parameters(self) -> Iterator[nn.Parameter]:
+        """The parameters that produce the read/write logits: q_proj, k_proj (if not tied), their short
+        convolutions and the two log-temperatures (each once)."""
+        seen = set()
+        modules = [self.q_proj, getattr(self, 'k_proj', None)]
+        if self.use_short_conv:
+            modules += [self.q_conv1d, self.k_conv1d]
+        params = [p for m in modules if m is not None for p in m.parameters()]
+        for param in params + [self.read_log_temperature, self.write_log_temperature]:
+            if id(param) not in seen:
+                seen.add(id(param))
+                yield param
+
+    def _apply(self, fn, recurse=True):
+        """With `float32_address_projections`, dtype casts to float16/bfloat16 (model.to(torch.bfloat16),
+        .half()) leave the address parameters (and their gradients) float32; devices still move."""
+        if not getattr(self, 'float32_address_projections', False):
+            return super()._apply(fn, recurse)
+        keep = set()
+        for param in self.address_parameters():
+            keep.add(id(param))
+            if param.grad is not None:
+                keep.add(id(param.grad))
+
+        def keep_float32(t):
+            out = fn(t)
+            if id(t) in keep and isinstance(out, torch.Tensor) and out.dtype in LOW_PRECISION_DTYPES:
+                out = t.to(device=out.device, dtype=torch.float32)
+            return out
+
+        return super()._apply(keep_float32, recurse)
 
     def reset_parameters(self) -> None:
         """Temperatures back to 1 (log 0) and the address convolutions' prior, if any; the projections
@@ -177,6 +243,23 @@ class RAMAttention(nn.Module):
         return (f"heads={self.num_heads}, head_dim={self.head_dim}, slots={self.factor_dim}**{self.num_factors}"
                 f"={self.num_slots}, topk={self.topk}, cape_heads={[h for h, c in enumerate(self.cape) if c]}, "
                 f"mode={self.mode!r}")
+
+    def _address_logits(self, hidden_states, conv_state_q, conv_state_k, use_cache, cu_seqlens):
+        """Read and write logits q, k: [B, T, H*U*d_p] float32 (float64 for float64 inputs), with their
+        short-convolution states. With `float32_address_projections` the projections and convolutions
+        run outside autocast on float32 inputs; otherwise in the autocast / parameter dtype."""
+        exact = self.float32_address_projections
+        k_proj = self.q_proj if self.tie_address_projections else self.k_proj
+        with _autocast_off(hidden_states) if exact else contextlib.nullcontext():
+            x = _at_least_float32(hidden_states) if exact else hidden_states
+            q = self.q_proj(x.to(self.q_proj.weight.dtype) if exact else x)
+            k = q if k_proj is self.q_proj else k_proj(x.to(k_proj.weight.dtype) if exact else x)
+            if self.use_short_conv:
+                if exact:
+                    q, k = q.to(self.q_conv1d.weight.dtype), k.to(self.k_conv1d.weight.dtype)
+                q, conv_state_q = self.q_conv1d(q, cache=conv_state_q, output_final_state=use_cache, cu_seqlens=cu_seqlens)
+                k, conv_state_k = self.k_conv1d(k, cache=conv_state_k, output_final_state=use_cache, cu_seqlens=cu_seqlens)
+        return _at_least_float32(q), _at_least_float32(k), conv_state_q, conv_state_k
 
     def forward(
         self,
@@ -206,24 +289,24 @@ class RAMAttention(nn.Module):
         cu_seqlens = kwargs.get('cu_seqlens')
         hidden_states, indices, cu_seqlens = unpad_hidden_states(hidden_states, cu_seqlens, attention_mask, q_len)
 
-        # q, k: [B, T, H*U*d_p] read / write logits; v: [B, T, H*V]
-        q = self.q_proj(hidden_states)
-        k = q if self.tie_address_projections else self.k_proj(hidden_states)
+        # q, k: [B, T, H*U*d_p] read / write logits (float32, see `float32_address_projections`); v: [B, T, H*V]
         v = self.v_proj(hidden_states)
         conv_state_q = conv_state_k = conv_state_v = None
+        if self.use_short_conv and last_state is not None and last_state.get('conv_state') is not None:
+            conv_state_q, conv_state_k, conv_state_v = last_state['conv_state']
+        q, k, conv_state_q, conv_state_k = self._address_logits(hidden_states, conv_state_q, conv_state_k,
+                                                                use_cache, cu_seqlens)
         if self.use_short_conv:
-            if last_state is not None and last_state.get('conv_state') is not None:
-                conv_state_q, conv_state_k, conv_state_v = last_state['conv_state']
-            q, conv_state_q = self.q_conv1d(q, cache=conv_state_q, output_final_state=use_cache, cu_seqlens=cu_seqlens)
-            k, conv_state_k = self.k_conv1d(k, cache=conv_state_k, output_final_state=use_cache, cu_seqlens=cu_seqlens)
             v, conv_state_v = self.v_conv1d(v, cache=conv_state_v, output_final_state=use_cache, cu_seqlens=cu_seqlens)
 
-        # per-head temperatures: logits / exp(log_temperature); q, k: [B, T, H, U*d_p], v: [B, T, H, V]
-        read_scale = torch.exp(-self.read_log_temperature)[:, None].to(q.dtype)
-        write_scale = torch.exp(-self.write_log_temperature)[:, None].to(k.dtype)
+        # per-head temperatures in float32: logits / exp(log_temperature); q, k: [B, T, H, U*d_p], v: [B, T, H, V]
+        read_scale = torch.exp(-self.read_log_temperature.to(q.dtype))[:, None]
+        write_scale = torch.exp(-self.write_log_temperature.to(k.dtype))[:, None]
         q = rearrange(q, '... (h d) -> ... h d', h=self.num_heads) * read_scale
         k = rearrange(k, '... (h d) -> ... h d', h=self.num_heads) * write_scale
         v = rearrange(v, '... (h d) -> ... h d', h=self.num_heads)
+        value_dtype = v.dtype
+        v = v.to(q.dtype)            # the op takes one dtype; it computes in float32 anyway
         gamma = F.softplus(self.gamma_proj(hidden_states).float())            # [B, T, H], >= 0
 
         recurrent_state = None
@@ -239,6 +322,7 @@ class RAMAttention(nn.Module):
             output_final_state=bool(use_cache),
             cu_seqlens=cu_seqlens,
         )
+        o = o.to(value_dtype)                                                 # [B, T, H, V]
 
         update_layer_cache(
             self,

@@ -5,6 +5,8 @@ model (GLAForCausalLM, DeltaNetForCausalLM, GatedDeltaNetForCausalLM, ...), give
 new mixers, lets the other layers keep their fla mixer as the matching built-in mixer ('gla',
 'deltanet', 'gated_deltanet'), and copies every weight that can be kept: embeddings, norms, MLPs,
 the LM head and the kept mixers. The new mixers start from the model's usual initialisation.
+Every option of fla 0.6's GLA, DeltaNet and Gated DeltaNet configs is mapped or rejected by name
+(`option_handling` lists how), so a conversion never silently computes something else.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch.nn as nn
+from transformers import PretrainedConfig
 
 from ramnet_fla.models.ramnet import RAMNetConfig, RAMNetForCausalLM
 from ramnet_fla.models.ramnet.configuration_ramnet import normalize_mixer_spec
@@ -27,31 +30,75 @@ SHARED_CONFIG_FIELDS = {
 }
 
 
-def _gla_spec(c) -> dict:
-    return {'name': 'gla', 'mode': c.attn_mode, 'expand_k': c.expand_k, 'expand_v': c.expand_v,
-            'num_heads': c.num_heads, 'num_kv_heads': c.num_kv_heads, 'feature_map': c.feature_map,
-            'use_short_conv': c.use_short_conv, 'conv_size': c.conv_size, 'use_output_gate': c.use_output_gate,
-            'gate_fn': c.hidden_act, 'elementwise_affine': c.elementwise_affine, 'norm_eps': c.norm_eps,
-            'clamp_min': c.clamp_min, 'fuse_norm': c.fuse_norm}
+# Per fla model type: config option -> argument of the built-in mixer that rebuilds its native mixer
+# with the same weights (the arguments fla's own block passes to its layer).
+MIXER_OPTIONS = {
+    'gla': {'attn_mode': 'mode', 'expand_k': 'expand_k', 'expand_v': 'expand_v', 'num_heads': 'num_heads',
+            'num_kv_heads': 'num_kv_heads', 'feature_map': 'feature_map', 'use_short_conv': 'use_short_conv',
+            'conv_size': 'conv_size', 'use_output_gate': 'use_output_gate', 'hidden_act': 'gate_fn',
+            'elementwise_affine': 'elementwise_affine', 'norm_eps': 'norm_eps', 'clamp_min': 'clamp_min',
+            'fuse_norm': 'fuse_norm'},
+    'delta_net': {'attn_mode': 'mode', 'expand_k': 'expand_k', 'expand_v': 'expand_v', 'num_heads': 'num_heads',
+                  'use_gate': 'use_gate', 'use_beta': 'use_beta', 'use_short_conv': 'use_short_conv',
+                  'allow_neg_eigval': 'allow_neg_eigval', 'conv_size': 'conv_size', 'qk_norm': 'qk_norm',
+                  'qk_activation': 'qk_activation', 'norm_eps': 'norm_eps'},
+    'gated_deltanet': {'expand_v': 'expand_v', 'head_dim': 'head_dim', 'num_heads': 'num_heads',
+                       'num_v_heads': 'num_v_heads', 'attn_mode': 'mode', 'use_gate': 'use_gate',
+                       'use_short_conv': 'use_short_conv', 'allow_neg_eigval': 'allow_neg_eigval',
+                       'conv_size': 'conv_size', 'norm_eps': 'norm_eps',
+                       'output_gate_activation': 'output_gate_activation'},
+}
+# fla model type -> the built-in mixer that rebuilds its native mixer.
+KEEPABLE_MIXERS = {'gla': 'gla', 'delta_net': 'deltanet', 'gated_deltanet': 'gated_deltanet'}
+# Options fla 0.6's own models never act on, so dropping them changes nothing: GLAConfig's `use_gk` and
+# `use_gv` are not passed to the layer; DeltaNet's layer swallows `use_output_norm` in **kwargs (its
+# output norm is always there).
+IGNORED_BY_FLA = {'gla': {'use_gk', 'use_gv'}, 'delta_net': {'use_output_norm'}, 'gated_deltanet': set()}
+# Options with no RAMNet counterpart: converted only at this value. `attn` (fla's softmax-attention
+# layers) is checked per layer: such layers must be listed in `layers`.
+REJECTED_UNLESS = {'attnres_block_size': None}
+PER_LAYER_OPTIONS = {'attn'}
+# Settings of every transformers config (PretrainedConfig's own, plus what older saves carry).
+TRANSFORMERS_OPTIONS = {'transformers_version', 'architectures', 'output_hidden_states', 'return_dict', 'dtype',
+                        'torch_dtype', 'chunk_size_feed_forward', 'is_encoder_decoder', 'id2label', 'label2id',
+                        'problem_type', '_name_or_path', 'model_type', 'output_attentions', 'auto_map',
+                        'sep_token_id', 'decoder_start_token_id', 'tokenizer_class', 'prefix', 'task_specific_params'}
 
 
-def _deltanet_spec(c) -> dict:
-    return {'name': 'deltanet', 'mode': c.attn_mode, 'expand_k': c.expand_k, 'expand_v': c.expand_v,
-            'num_heads': c.num_heads, 'use_gate': c.use_gate, 'use_beta': c.use_beta,
-            'use_short_conv': c.use_short_conv, 'allow_neg_eigval': c.allow_neg_eigval,
-            'use_output_norm': c.use_output_norm, 'conv_size': c.conv_size, 'qk_norm': c.qk_norm,
-            'qk_activation': c.qk_activation, 'norm_eps': c.norm_eps}
+def option_handling(model_type: str) -> dict[str, str]:
+    """How `convert_fla_model` treats each option of an fla config of `model_type`: option ->
+    'model' (RAMNetConfig), 'mixer' (the kept mixers' arguments; some also 'model'), 'ignored by fla',
+    'rejected unless default', 'per layer' or 'transformers'. Options outside it are rejected."""
+    handling = {name: 'transformers' for name in TRANSFORMERS_OPTIONS | set(PretrainedConfig().to_dict())}
+    handling.update({name: 'rejected unless default' for name in REJECTED_UNLESS})
+    handling.update({name: 'per layer' for name in PER_LAYER_OPTIONS})
+    handling.update({name: 'ignored by fla' for name in IGNORED_BY_FLA.get(model_type, ())})
+    handling.update({name: 'model' for name in SHARED_CONFIG_FIELDS})
+    handling.update({name: 'mixer' for name in MIXER_OPTIONS.get(model_type, {})})
+    return handling
 
 
-def _gated_deltanet_spec(c) -> dict:
-    return {'name': 'gated_deltanet', 'expand_v': c.expand_v, 'head_dim': c.head_dim, 'num_heads': c.num_heads,
-            'num_v_heads': c.num_v_heads, 'mode': c.attn_mode, 'use_gate': c.use_gate,
-            'use_short_conv': c.use_short_conv, 'allow_neg_eigval': c.allow_neg_eigval, 'conv_size': c.conv_size,
-            'norm_eps': c.norm_eps, 'output_gate_activation': c.output_gate_activation}
+def _check_source_options(config) -> None:
+    """Every option of a GLA / DeltaNet / Gated DeltaNet config is mapped, or rejected by name."""
+    model_type = getattr(config, 'model_type', None)
+    for name, allowed in REJECTED_UNLESS.items():
+        if getattr(config, name, allowed) != allowed:
+            raise ValueError(f"fla option `{name}={getattr(config, name)!r}` has no RAMNet counterpart: "
+                             f"only sources with `{name}={allowed!r}` can be converted")
+    if model_type not in KEEPABLE_MIXERS:
+        return                                  # every layer is replaced: only the shared settings matter
+    handling = option_handling(model_type)
+    unknown = sorted(name for name in config.to_dict() if name not in handling)
+    if unknown:
+        raise ValueError(f"fla {model_type!r} config option(s) {unknown} are unknown to convert_fla_model, "
+                         "which cannot tell whether the converted model would compute the same")
 
 
-# fla model_type -> the built-in mixer spec that rebuilds its native mixer with the same weights.
-KEEPABLE_MIXERS = {'gla': _gla_spec, 'delta_net': _deltanet_spec, 'gated_deltanet': _gated_deltanet_spec}
+def _kept_spec(config) -> dict:
+    model_type = config.model_type
+    spec = {'name': KEEPABLE_MIXERS[model_type]}
+    spec.update({argument: getattr(config, option) for option, argument in MIXER_OPTIONS[model_type].items()})
+    return spec
 
 
 def _check_fla_causal_lm(model) -> None:
@@ -67,8 +114,6 @@ def _check_fla_causal_lm(model) -> None:
         missing = [name for name in ('attn_norm', 'attn', 'mlp_norm', 'mlp') if not hasattr(block, name)]
         if missing:
             raise TypeError(f"`model.model.layers[{i}]` is not an fla pre-norm block: it lacks {missing}")
-    if getattr(model.config, 'attnres_block_size', None) is not None:
-        raise ValueError("fla models with attention residuals (`attnres_block_size`) cannot be converted")
 
 
 def _resolve_layers(layers, num_layers: int) -> list[int]:
@@ -104,7 +149,7 @@ def _kept_mixer_spec(model, layer_idx: int) -> dict:
             f"the mixers of fla model type {model_type!r} cannot be kept (known: {sorted(KEEPABLE_MIXERS)}); "
             f"list every layer in `layers` (layer {layer_idx} is not) to replace them all"
         )
-    return KEEPABLE_MIXERS[model_type](config)
+    return _kept_spec(config)
 
 
 def convert_fla_model(model, mixers='ram', layers=None) -> RAMNetForCausalLM:
@@ -123,6 +168,7 @@ def convert_fla_model(model, mixers='ram', layers=None) -> RAMNetForCausalLM:
         mixers hold the source's weights. It saves and reloads like any RAMNet model.
     """
     _check_fla_causal_lm(model)
+    _check_source_options(model.config)
     num_layers = len(model.model.layers)
     replaced = _resolve_layers(layers, num_layers)
     if isinstance(mixers, (str, Mapping)):
