@@ -13,7 +13,7 @@ import itertools
 import pytest
 import torch
 
-from ramnet_fla.profiling import peak_tensor_bytes
+from tests.profiling import peak_tensor_bytes
 
 from ramnet_fla.ops.ram import RAMState, chunk_ram, fused_recurrent_ram, naive_recurrent_ram, ram_address
 
