@@ -26,7 +26,10 @@ from typing import Callable
 
 import torch
 
-from ramnet_fla import profiling
+# peak_tensor_bytes (with a warm-up call by default) is a development tool kept beside the tests,
+# outside the installed package
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.profiling import peak_tensor_bytes  # noqa: E402
 
 # issue 2's shapes: B=4, T=512, H=4, V=64 (D=64 for the baselines), U=5, d_p=4 (M=1,024), K=8
 BATCH, SEQ_LEN, HEADS, VALUE_DIM, FACTOR_DIM, TOPK = 4, 512, 4, 64, 4, 8
@@ -126,11 +129,6 @@ def decode_step(num_factors: int) -> tuple[Callable[[], None], int]:
         fused_recurrent_ram(q, k, v, gamma, num_factors, TOPK, cape=cape, initial_state=state,
                             output_final_state=True)
     return step, state.memory.numel() * 4 + state.mass.numel() * 4
-
-
-def peak_tensor_bytes(fn: Callable[[], None]) -> int:
-    """Peak tensor bytes of one call of `fn` after a warm-up call (see ramnet_fla.profiling)."""
-    return profiling.peak_tensor_bytes(fn)
 
 
 def decode_address_step(num_factors: int) -> Callable[[], None]:

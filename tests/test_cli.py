@@ -55,3 +55,19 @@ def test_state_size_of_a_config_file(tmp_path, capsys):
             [('gla', 4 * 8 * 16), ('attention', 2 * 3 * 64)]
     with pytest.raises(SystemExit, match="neither a preset"):
         main(['state-size', str(tmp_path / 'missing.json')])
+
+
+def test_python_dash_m_runs_the_same_command_line():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, RAMNET_FLA_LOAD_ENTRY_POINTS='0',
+               PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get('PYTHONPATH')])))
+    done = subprocess.run([sys.executable, '-m', 'ramnet_fla.cli', 'mixers', '--json'], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert {m['name'] for m in json.loads(done.stdout)['mixers']} == {'ram', 'gla', 'deltanet', 'gated_deltanet',
+                                                                      'attention'}

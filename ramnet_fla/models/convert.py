@@ -17,7 +17,8 @@ import torch.nn as nn
 from transformers import PretrainedConfig
 
 from ramnet_fla.models.ramnet import RAMNetConfig, RAMNetForCausalLM
-from ramnet_fla.models.ramnet.configuration_ramnet import normalize_mixer_spec
+from ramnet_fla.plugin import normalize_spec
+from ramnet_fla.utils.checks import check_int
 
 # Settings RAMNetConfig shares with fla's model configs (name -> default when the source lacks it).
 SHARED_CONFIG_FIELDS = {
@@ -124,10 +125,8 @@ def _resolve_layers(layers, num_layers: int) -> list[int]:
     if not isinstance(layers, Sequence) or isinstance(layers, str):
         raise TypeError(f"`layers` must be None, an int or a list of layer indices, got {layers!r}")
     resolved = []
-    for index in layers:
-        if isinstance(index, bool) or not isinstance(index, int) or not -num_layers <= index < num_layers:
-            raise ValueError(f"`layers` must hold layer indices in [-{num_layers}, {num_layers}), got {index!r}")
-        resolved.append(index % num_layers)
+    for i, index in enumerate(layers):
+        resolved.append(check_int(f'layers[{i}]', index, minimum=-num_layers, maximum=num_layers - 1) % num_layers)
     if len(set(resolved)) != len(resolved):
         raise ValueError(f"`layers` names a layer twice: {list(layers)}")
     return resolved
@@ -172,13 +171,13 @@ def convert_fla_model(model, mixers='ram', layers=None) -> RAMNetForCausalLM:
     num_layers = len(model.model.layers)
     replaced = _resolve_layers(layers, num_layers)
     if isinstance(mixers, (str, Mapping)):
-        new_specs = [normalize_mixer_spec(mixers, 'mixers') for _ in replaced]
+        new_specs = [normalize_spec(mixers, '`mixers`') for _ in replaced]
     elif isinstance(mixers, Sequence):
         if len(mixers) != len(replaced):
             raise ValueError(
                 f"`mixers` as a list needs one spec per replaced layer ({len(replaced)}), got {len(mixers)}"
             )
-        new_specs = [normalize_mixer_spec(spec, f'mixers[{i}]') for i, spec in enumerate(mixers)]
+        new_specs = [normalize_spec(spec, f'`mixers[{i}]`') for i, spec in enumerate(mixers)]
     else:
         raise TypeError(f"`mixers` must be a mixer name, a spec dict or a list of them, got {mixers!r}")
     chosen = dict(zip(replaced, new_specs))

@@ -28,6 +28,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ramnet_fla.plugin import build_mixer, normalize_spec
+
 
 def apply_address_prior(mixer: nn.Module, tie: bool = True, shift: bool = True) -> nn.Module:
     """Tie `mixer.k_proj` to `mixer.q_proj` and/or initialise its q/k short convolutions as identity/delay.
@@ -68,8 +70,6 @@ def mixer_with_address_prior(spec, tie: bool = True, shift: bool = True):
 
     Use it as `MQARRun(mixer=mixer_with_address_prior({'name': 'ram', 'use_short_conv': True}))`.
     """
-    from ramnet_fla.plugin import build_mixer, normalize_spec
-
     spec = normalize_spec(spec)
     if spec['name'] == 'ram':
         # RAMAttention has the prior as options: the model's config then records it

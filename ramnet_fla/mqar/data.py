@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from ramnet_fla.utils.checks import check_int
+
 IGNORE_INDEX = -100
 FILLERS = ('random', 'zero')
 _SPLITS = ('train', 'test')
@@ -47,12 +49,9 @@ class MQARTask:
     filler: str = 'random'
 
     def __post_init__(self) -> None:
-        for name in ('vocab_size', 'seq_len', 'num_kv_pairs'):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"`{name}` must be an int, got {type(value).__name__}")
-        if self.num_kv_pairs < 1:
-            raise ValueError(f"`num_kv_pairs` must be >= 1, got {self.num_kv_pairs}")
+        check_int('vocab_size', self.vocab_size)
+        check_int('seq_len', self.seq_len)
+        check_int('num_kv_pairs', self.num_kv_pairs, minimum=1)
         if self.seq_len < 2 or self.seq_len % 2:
             raise ValueError(f"`seq_len` must be even and >= 2, got {self.seq_len}")
         if 4 * self.num_kv_pairs > self.seq_len:
@@ -88,8 +87,7 @@ def split_seed(seed: int, split: str) -> int:
     """The generator seed of a split: train uses even numbers, test odd ones, so they never meet."""
     if split not in _SPLITS:
         raise ValueError(f"`split` must be one of {_SPLITS}, got {split!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"`seed` must be an int >= 0, got {seed!r}")
+    check_int('seed', seed, minimum=0)
     return 2 * seed + _SPLITS.index(split)
 
 
@@ -135,8 +133,7 @@ def generate_mqar(task: MQARTask, num_examples: int, seed: int,
     """
     if not isinstance(task, MQARTask):
         raise TypeError(f"`task` must be an MQARTask, got {type(task).__name__}")
-    if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 1:
-        raise ValueError(f"`num_examples` must be an int >= 1, got {num_examples!r}")
+    check_int('num_examples', num_examples, minimum=1)
     generator = torch.Generator().manual_seed(split_seed(seed, split))
     # whole chunks only, so the first n examples never depend on how many were asked for
     chunks = [_generate_chunk(task, _CHUNK, generator) for _ in range(0, num_examples, _CHUNK)]

@@ -28,6 +28,8 @@ import torch.nn.functional as F
 
 from ramnet_fla import accounting
 from ramnet_fla.mqar.data import IGNORE_INDEX, MQARTask, generate_mqar
+from ramnet_fla.plugin import build_mixer as build_registered_mixer
+from ramnet_fla.utils.checks import check_int
 
 MixerSpec = Any   # a registered name, {"name": ..., **kwargs}, or a callable (hidden_size, layer_idx) -> nn.Module
 
@@ -68,9 +70,7 @@ class MQARRun:
 
     def __post_init__(self) -> None:
         for name in ('d_model', 'num_layers', 'steps', 'batch_size', 'num_train', 'num_test', 'eval_every'):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be an int >= 1, got {value!r}")
+            check_int(name, getattr(self, name), minimum=1)
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise ValueError(f"`lr` must be a number > 0, got {self.lr!r}")
         if not isinstance(self.task, MQARTask):
@@ -120,7 +120,6 @@ def build_mixer(spec: MixerSpec, hidden_size: int, layer_idx: int) -> nn.Module:
         return spec(hidden_size, layer_idx)
     if not isinstance(spec, (str, dict)):
         raise TypeError(f"a mixer spec must be a name, a dict with 'name', or a callable, got {type(spec).__name__}")
-    from ramnet_fla.plugin import build_mixer as build_registered_mixer
     return build_registered_mixer(spec, hidden_size, layer_idx)
 
 

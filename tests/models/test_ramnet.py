@@ -170,3 +170,21 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     checkpointed = torch.autograd.grad(model(input_ids=ids, labels=ids).loss, list(model.parameters()))
     for g, r in zip(checkpointed, plain):
         torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-6)
+
+
+def test_config_and_model_follow_the_select_hook(builtin_plugins_only):
+    class AttentionOnOddLayers:
+        @ramnet_fla.hookimpl
+        def ramnet_fla_select_mixer(self, config, layer_idx):
+            return {'name': 'attention', 'num_heads': 2} if layer_idx % 2 else None
+
+    builtin_plugins_only.register(AttentionOnOddLayers(), name='odd-attention')
+    config = tiny_config(num_hidden_layers=3)
+    assert config.layer_mixer_names == ['ram', 'attention', 'ram']
+    assert config.mixer_for_layer(1) == {'name': 'attention', 'num_heads': 2}
+    model = RAMNetForCausalLM(config)
+    assert [block.mixer_spec for block in model.model.layers] == [config.mixer_for_layer(i) for i in range(3)]
+    assert [type(block.attn).__name__ for block in model.model.layers][0::2] == ['RAMAttention'] * 2
+    assert not isinstance(model.model.layers[1].attn, RAMAttention)
+    with pytest.raises(ValueError, match='`layer_idx` must be <= 2'):
+        config.mixer_for_layer(3)

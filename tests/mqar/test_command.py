@@ -3,7 +3,7 @@
 import json
 
 from ramnet_fla.cli import main
-from ramnet_fla.mqar.command import format_table
+from ramnet_fla.mqar.report import format_table
 
 
 def test_quick_command_writes_results_plot_and_table(tmp_path, capsys):

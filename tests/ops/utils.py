@@ -13,7 +13,7 @@ import itertools
 import pytest
 import torch
 
-from ramnet_fla.profiling import peak_tensor_bytes
+from tests.profiling import peak_tensor_bytes
 
 from ramnet_fla.ops.ram import RAMState, chunk_ram, fused_recurrent_ram, naive_recurrent_ram, ram_address
 
@@ -247,5 +247,5 @@ def outputs_and_grads(op, case, dtype=torch.float32):
 
 
 def peak_allocated_bytes(fn) -> int:
-    """High-water mark of tensor bytes allocated while `fn()` runs (no warm-up; see ramnet_fla.profiling)."""
+    """High-water mark of tensor bytes allocated while `fn()` runs (no warm-up; see tests/profiling.py)."""
     return peak_tensor_bytes(fn, warmup=False)

@@ -13,7 +13,7 @@ import pytest
 import torch.nn as nn
 
 import ramnet_fla
-from ramnet_fla import plugin as plugin_module
+from ramnet_fla.plugin import manager as plugin_module
 from ramnet_fla.plugin import (
     BUILTIN_PLUGINS,
     PluginLoadWarning,
@@ -47,13 +47,17 @@ class IdentityPlugin:
                  state_size=lambda hidden_size, seq_len, **kw: {'total': 0, 'active': 0})
 
 
-def test_builtins_are_the_entry_points_pyproject_declares():
-    declared = tomllib.loads((REPO / 'pyproject.toml').read_text())['project']['entry-points']['ramnet_fla']
-    assert declared == BUILTIN_PLUGINS
-    installed = {ep.name: ep.value for ep in importlib.metadata.entry_points(group='ramnet_fla')
-                 if ep.value.startswith('ramnet_fla.plugins.')}
-    if installed:                                   # an install that predates the entry points has none
-        assert installed == BUILTIN_PLUGINS
+def test_builtins_are_listed_once_and_never_loaded_twice_from_stale_entry_points(monkeypatch):
+    # BUILTIN_PLUGINS is the one list; pyproject.toml declares no entry point for a built-in
+    declared = tomllib.loads((REPO / 'pyproject.toml').read_text())['project'].get('entry-points', {})
+    assert not any(value.startswith('ramnet_fla.plugins.') for value in declared.get('ramnet_fla', {}).values())
+    # metadata of an older install still lists them: they are skipped, not reported, not loaded again
+    stale = [importlib.metadata.EntryPoint(name, module, 'ramnet_fla') for name, module in BUILTIN_PLUGINS.items()]
+    monkeypatch.setattr(importlib.metadata, 'entry_points', lambda group: stale)
+    manager = create_plugin_manager(entry_points=True)
+    assert manager.failures == {}
+    assert [name for name, _ in manager.list_name_plugin()] == list(BUILTIN_PLUGINS)
+    assert all(source.startswith('built-in module') for source in manager.sources.values())
 
 
 def test_isolated_manager_has_builtins_and_never_reads_entry_points(monkeypatch):
@@ -243,3 +247,71 @@ def test_process_wide_manager_honours_the_environment_switch(monkeypatch):
     manager = plugin_module.get_plugin_manager()
     assert plugin_module.get_plugin_manager() is manager
     assert set(manager.mixers()) == BUILTIN_MIXERS
+
+
+def test_select_hook_is_called_through_pluggy_and_stops_at_the_first_result(plugin_manager):
+    asked = []
+
+    class Early:
+        @ramnet_fla.hookimpl
+        def ramnet_fla_select_mixer(self, layer_idx):
+            asked.append('early')
+            return 'gla'
+
+    class Late:
+        @ramnet_fla.hookimpl
+        def ramnet_fla_select_mixer(self, layer_idx):
+            asked.append('late')
+            return 'attention' if layer_idx == 1 else None
+
+    plugin_manager.register(Early(), name='early')
+    plugin_manager.register(Late(), name='late')
+    calls = []
+    undo = plugin_manager.add_hookcall_monitoring(lambda name, impls, kwargs: calls.append(name),
+                                                  lambda outcome, name, impls, kwargs: None)
+    try:
+        assert layer_mixer_spec(types.SimpleNamespace(mixers=['ram']), 1) == {'name': 'attention'}
+        assert asked == ['late'], 'firstresult: the earlier plugin is not asked once the later one answered'
+        assert layer_mixer_spec(types.SimpleNamespace(mixers=['ram']), 0) == {'name': 'gla'}
+        assert asked == ['late', 'late', 'early']
+    finally:
+        undo()
+    assert calls == ['ramnet_fla_select_mixer'] * 2                 # one pluggy hook call per question
+
+
+def test_register_hook_is_called_through_pluggy_once_per_plugin(plugin_manager):
+    plugin_manager.register(IdentityPlugin(), name='identity-plugin')
+    calls = []
+    undo = plugin_manager.add_hookcall_monitoring(
+        lambda name, impls, kwargs: calls.append((name, [impl.plugin_name for impl in impls])),
+        lambda outcome, name, impls, kwargs: None)
+    try:
+        assert 'identity' in plugin_manager.mixers()
+    finally:
+        undo()
+    assert calls == [('ramnet_fla_register_mixers', [name]) for name in [*BUILTIN_PLUGINS, 'identity-plugin']]
+
+
+def test_check_pending_rejects_a_plugin_with_an_unknown_hook(plugin_manager):
+    class Typo:
+        @ramnet_fla.hookimpl
+        def ramnet_fla_select_mixers(self, config, layer_idx):    # an extra "s"
+            return None
+
+    pluggy.PluginManager.register(plugin_manager, Typo(), name='typo')   # around ramnet_fla's own check
+    with pytest.raises(pluggy.PluginValidationError,
+                       match=r"'typo' implements unknown hook\(s\) \['ramnet_fla_select_mixers'\]"):
+        plugin_manager.check_pending()
+    plugin_manager.unregister(name='typo')
+    plugin_manager.check_pending()                                  # the built-ins all match a spec
+
+
+def test_an_entry_point_with_an_unknown_hook_is_reported_and_skipped(monkeypatch):
+    typo = types.ModuleType('ramnet_test_typo_plugin')
+    typo.ramnet_fla_register_mixer = ramnet_fla.hookimpl(lambda register: None)
+    monkeypatch.setitem(sys.modules, 'ramnet_test_typo_plugin', typo)
+    found = [importlib.metadata.EntryPoint('typo', 'ramnet_test_typo_plugin', 'ramnet_fla')]
+    monkeypatch.setattr(importlib.metadata, 'entry_points', lambda group: found)
+    with pytest.warns(PluginLoadWarning, match=r"'typo' failed to load .*unknown hook\(s\) \['ramnet_fla_register_mixer'\]"):
+        manager = create_plugin_manager(entry_points=True)
+    assert not manager.has_plugin('typo') and set(manager.mixers()) == BUILTIN_MIXERS

@@ -8,23 +8,8 @@ from collections.abc import Mapping, Sequence
 from fla.models.configuration_utils import validate_loss_config
 from transformers.configuration_utils import PreTrainedConfig
 
-
-def normalize_mixer_spec(spec, where: str = 'mixers') -> dict:
-    """A mixer spec as a fresh dict {'name': str, **kwargs}: from a name or from such a dict."""
-    if isinstance(spec, str):
-        if not spec:
-            raise ValueError(f"`{where}`: a mixer name must not be empty")
-        return {'name': spec}
-    if isinstance(spec, Mapping):
-        if 'name' not in spec:
-            raise ValueError(f"`{where}`: a mixer given as a dict needs a 'name' key, got keys {sorted(spec)}")
-        if not isinstance(spec['name'], str) or not spec['name']:
-            raise TypeError(f"`{where}`: the mixer 'name' must be a non-empty str, got {spec['name']!r}")
-        for reserved in ('hidden_size', 'layer_idx'):
-            if reserved in spec:
-                raise ValueError(f"`{where}`: '{reserved}' is set by the model, not by a mixer spec ({dict(spec)})")
-        return copy.deepcopy(dict(spec))
-    raise TypeError(f"`{where}`: each mixer must be a name (str) or a dict {{'name': ..., **kwargs}}, got {spec!r}")
+from ramnet_fla.plugin.resolve import layer_mixer_spec, normalize_spec
+from ramnet_fla.utils.checks import check_int
 
 
 class RAMNetConfig(PreTrainedConfig):
@@ -80,11 +65,10 @@ class RAMNetConfig(PreTrainedConfig):
         if not isinstance(mixers, Sequence) or len(mixers) == 0:
             raise ValueError(f"`mixers` must be a non-empty list of mixer names or dicts, got {mixers!r}")
         for i, spec in enumerate(mixers):
-            normalize_mixer_spec(spec, where=f'mixers[{i}]')
-        for name, value in (('vocab_size', vocab_size), ('hidden_size', hidden_size),
-                            ('num_hidden_layers', num_hidden_layers)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive int, got {value!r}")
+            normalize_spec(spec, f'`mixers[{i}]`')
+        check_int('vocab_size', vocab_size, minimum=1)
+        check_int('hidden_size', hidden_size, minimum=1)
+        check_int('num_hidden_layers', num_hidden_layers, minimum=1)
         if hidden_act not in ('swish', 'powlu'):
             raise ValueError(f"`hidden_act` must be 'swish' or 'powlu' (fla's GatedMLP), got {hidden_act!r}")
         validate_loss_config(fuse_cross_entropy=fuse_cross_entropy, fuse_linear_cross_entropy=fuse_linear_cross_entropy)
@@ -114,14 +98,13 @@ class RAMNetConfig(PreTrainedConfig):
         )
 
     def mixer_for_layer(self, layer_idx: int) -> dict:
-        """The config's own mixer spec for `layer_idx` (a fresh dict {'name': ..., **kwargs}),
-        before any plugin's `ramnet_fla_select_mixer` hook is consulted."""
-        if isinstance(layer_idx, bool) or not isinstance(layer_idx, int) or not 0 <= layer_idx < self.num_hidden_layers:
-            raise ValueError(f"`layer_idx` must be an int in [0, {self.num_hidden_layers}), got {layer_idx!r}")
-        position = layer_idx % len(self.mixers)
-        return normalize_mixer_spec(self.mixers[position], where=f'mixers[{position}]')
+        """The mixer spec of layer `layer_idx` (a fresh dict {'name': ..., **kwargs}), exactly what the
+        model builds: plugins' `ramnet_fla_select_mixer` hooks first, then `mixers`. It delegates to
+        `ramnet_fla.plugin.layer_mixer_spec`, the one answer, after checking the layer exists."""
+        check_int('layer_idx', layer_idx, minimum=0, maximum=self.num_hidden_layers - 1)
+        return layer_mixer_spec(self, layer_idx)
 
     @property
     def layer_mixer_names(self) -> list[str]:
-        """The config's mixer name for every layer."""
+        """The mixer name of every layer (plugins' select hooks honoured, as in `mixer_for_layer`)."""
         return [self.mixer_for_layer(i)['name'] for i in range(self.num_hidden_layers)]

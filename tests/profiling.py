@@ -1,4 +1,5 @@
-"""Measuring tensor memory on any device, for the benchmarks and the memory tests."""
+"""Measuring tensor memory on any device, for the memory tests and the benchmarks (not part of the
+installed package; benchmarks/report_ops.py imports it from the repository)."""
 
 from __future__ import annotations
 

@@ -1,20 +1,19 @@
-"""The `ramnet-fla` command line.
+"""The `ramnet-fla` command line: one sub-command per module of this package.
 
-Each sub-command lives in its own module, which exposes `register(subparsers)` to add its parser
-and set `func`; this file only lists them.
+Each module exposes `register(subparsers)`, which adds its parser and sets `func` (the command's
+`run(args) -> int`); this file only lists them. Run as `ramnet-fla ...` or `python -m ramnet_fla.cli ...`.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 
 COMMAND_MODULES = (
-    'ramnet_fla.demo',
-    'ramnet_fla.cli_mixers',
-    'ramnet_fla.cli_state_size',
-    'ramnet_fla.mqar.command',
+    'ramnet_fla.cli.demo',
+    'ramnet_fla.cli.mixers',
+    'ramnet_fla.cli.state_size',
+    'ramnet_fla.cli.mqar',
 )
 
 
@@ -29,7 +28,3 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
-
-
-if __name__ == '__main__':
-    sys.exit(main())

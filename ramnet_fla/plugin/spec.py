@@ -1,4 +1,4 @@
-"""The plugin contract: hooks a ramnet_fla plugin may implement.
+"""The plugin contract: the hooks a ramnet_fla plugin may implement.
 
 A plugin is any module or object with functions marked `@ramnet_fla.hookimpl` whose names are the
 hooks below. Install it as a distribution that declares an entry point in the group `ramnet_fla`:
@@ -7,17 +7,16 @@ hooks below. Install it as a distribution that declares an entry point in the gr
     [project.entry-points.ramnet_fla]
     my_mixers = "my_package.plugin"
 
-and `import ramnet_fla` finds it. ramnet_fla's own mixers (`ram`, `gla`, `deltanet`,
-`gated_deltanet`, `attention`) are plugins of exactly this kind (see `ramnet_fla/plugins/`).
+and the plugin manager finds it. ramnet_fla's own mixers (`ram`, `gla`, `deltanet`,
+`gated_deltanet`, `attention`) are plugins of exactly this kind (`ramnet_fla/plugins/`), registered
+directly rather than through entry points.
 
 Every hook is called with keyword arguments; an implementation may accept any subset of them.
 """
 
 from __future__ import annotations
 
-import pluggy
-
-hookspec = pluggy.HookspecMarker('ramnet_fla')
+from ramnet_fla.plugin import hookspec
 
 
 @hookspec
@@ -53,7 +52,10 @@ def ramnet_fla_select_mixer(config, layer_idx):
 
     Return a mixer name or a spec dict `{"name": ..., **kwargs}` to override what `config.mixers`
     says for this layer. The first plugin that returns something other than None wins (plugins
-    registered later are asked first); when all return None the config decides.
+    registered later are asked first, and the ones after the winner are not asked); when all return
+    None the config decides. Make it a pure function of its arguments: the model, the config's
+    `mixer_for_layer` and the state accounting all ask it, and it may be asked again to name the
+    plugin behind an invalid answer.
 
     Example: attention in every fourth layer of configs that ask for it::
 
