@@ -93,6 +93,16 @@ def check_initial_state(initial_state, shape: RAMShape, device: torch.device) ->
     return RAMState(memory, mass, position)
 
 
+def check_gamma_values(gamma: torch.Tensor) -> None:
+    """gamma must be finite and >= 0. A value check, so a host sync: `check_ram_inputs` runs it before
+    any work in eager mode; under torch.compile, where a sync cannot be traced, the op's custom op
+    runs it instead when its kernel is called (`check_gamma=True`, backends/*/library.py)."""
+    if gamma.numel() > 0 and bool((gamma < 0).any()):
+        raise ValueError(f"`gamma` (the PDMA decay exponent) must be >= 0, got a minimum of {gamma.min().item():.4g}")
+    if not torch.isfinite(gamma).all():
+        raise ValueError("`gamma` must be finite")
+
+
 def check_ram_inputs(
     q, k, v, gamma, num_factors, topk, cape, initial_state, cu_seqlens,
 ) -> tuple[RAMShape, torch.Tensor, RAMState | None]:
@@ -120,10 +130,8 @@ def check_ram_inputs(
     for name, x in (('k', k), ('v', v), ('gamma', gamma)):
         if x.device != device:
             raise ValueError(f"`{name}` must be on the same device as `q` ({device}), got {x.device}")
-    if gamma.numel() > 0 and bool((gamma < 0).any()):
-        raise ValueError(f"`gamma` (the PDMA decay exponent) must be >= 0, got a minimum of {gamma.min().item():.4g}")
-    if not torch.isfinite(gamma).all():
-        raise ValueError("`gamma` must be finite")
+    if not torch.compiler.is_compiling():      # compiled: the op checks inside its kernel call
+        check_gamma_values(gamma)
 
     U, d_p, M = check_address_args(q.shape[-1], num_factors, topk, logits_name='q')
     B, T, H, V = v.shape

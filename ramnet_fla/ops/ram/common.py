@@ -5,7 +5,6 @@ PDMA decay and the prologue of a call (checked sizes, CAPE heads, initial state,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 
 import torch
 
@@ -16,6 +15,25 @@ from ramnet_fla.ops.ram.state import RAMState
 WEIGHT_CLAMP = 1.0 - 1e-6
 # Added to the mass before a read divides by it.
 READ_EPS = 1e-6
+
+
+class cached_property:  # noqa: N801 (named after functools')
+    """functools.cached_property without the lock Python 3.11 takes in it, which torch.compile cannot
+    trace: computed on first access, then kept in the instance's __dict__ (frozen dataclasses too)."""
+
+    def __init__(self, method):
+        self.method, self.name, self.__doc__ = method, method.__name__, method.__doc__
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        cache = instance.__dict__
+        if self.name not in cache:
+            cache[self.name] = self.method(instance)
+        return cache[self.name]
 
 
 def compute_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
