@@ -22,6 +22,7 @@ from fla.layers.utils import get_layer_cache, repad_hidden_states, unpad_hidden_
 from ramnet_fla.fla_cpu.modules import FusedRMSNormGated, ShortConvolution
 from ramnet_fla.ops.ram import RAMState, chunk_ram, fused_recurrent_ram
 from ramnet_fla.ops.ram.cape import resolve_cape_heads
+from ramnet_fla.utils.compile import reject_under_compile
 
 if TYPE_CHECKING:
     from fla.models.cache_utils import Cache
@@ -282,6 +283,8 @@ class RAMAttention(nn.Module):
                 "`attention_mask` must be a 0/1 padding mask of shape [batch_size, seq_len] (0 = padding); "
                 f"got shape {tuple(attention_mask.shape)}"
             )
+        if attention_mask is not None and torch.compiler.is_compiling():
+            reject_under_compile('attention_mask')
         batch_size, q_len, _ = hidden_states.shape
         mode = 'fused_recurrent' if q_len == 1 else self.mode
 

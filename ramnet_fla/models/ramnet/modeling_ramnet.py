@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 logger = logging.get_logger(__name__)
 
 
+# the loss on the CPU (no parameters; fla copies it before changing its reduction)
+_CPU_CRITERION = nn.CrossEntropyLoss()
+
+
 def _norm(config: RAMNetConfig) -> nn.Module:
     return (RMSNorm if config.fuse_norm else nn.RMSNorm)(config.hidden_size, eps=config.norm_eps)
 
@@ -140,7 +144,7 @@ class RAMNetForCausalLM(RAMNetPreTrainedModel, FLAForCausalLM, FLAUnsupportedCac
             return super()._compute_logits_and_loss(hidden_states, labels, logits_to_keep, **kwargs)
         # fla's fused (linear) cross entropy is Triton-only: on the CPU the same loss in PyTorch
         kwargs['fuse_linear_cross_entropy'] = False
-        self.__dict__['criterion'] = nn.CrossEntropyLoss()
+        self.__dict__['criterion'] = _CPU_CRITERION       # one shared module: torch.compile traces it
         try:
             return super()._compute_logits_and_loss(hidden_states, labels, logits_to_keep, **kwargs)
         finally:

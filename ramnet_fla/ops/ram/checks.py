@@ -13,6 +13,7 @@ import torch
 from ramnet_fla.ops.ram.cape import cape_flags
 from ramnet_fla.ops.ram.state import RAMState
 from ramnet_fla.utils.checks import check_cu_seqlens, check_int, check_tensor
+from ramnet_fla.utils.compile import reject_under_compile
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,8 @@ def check_ram_inputs(
     if V < 1:
         raise ValueError("`v` must have a value width V >= 1")
     if cu_seqlens is not None:
+        if torch.compiler.is_compiling():
+            reject_under_compile('cu_seqlens')
         check_cu_seqlens(cu_seqlens, B, T, device)
         N = cu_seqlens.numel() - 1
     else:

@@ -6,7 +6,7 @@ Python ints, reads use `nonzero`, decoding loops over the longest sequence); a c
 that code would guard on, or break the graph at, every one of them. Registered as custom ops with
 fake implementations, each op is one node whose outputs have shapes known from the input shapes:
 
-- `ramnet::torch_address(logits [R, U*d_p], U, K)` -> index [R, K], log_prob [R, K], and the
+- `ramnet::torch_address(logits [R, U*d_p], U, K)` -> log_prob [R, K], index [R, K], and the
   per-factor log-softmax [U, d_p, R] its backward `ramnet::torch_address_backward` needs;
 - `ramnet::torch_chunk(...)` -> o, the final memory and mass ([0] when not asked for) and the
   tensors its backward `ramnet::torch_chunk_backward` needs, all of static shape [E, ...] with
@@ -50,17 +50,17 @@ def _log_prob_dtype(logits: torch.Tensor) -> torch.dtype:
 
 @torch.library.custom_op('ramnet::torch_address', mutates_args=())
 def torch_address(logits: torch.Tensor, num_factors: int, topk: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """logits [R, U*d_p] -> (index [R, K] int64, log_prob [R, K], factor log-probs [U, d_p, R])."""
+    """logits [R, U*d_p] -> (log_prob [R, K], index [R, K] int64, factor log-probs [U, d_p, R])."""
     log_probs = factor_log_probs(logits, num_factors)                      # [U, d_p, R]
     indices, scores = beam_topk(log_probs, topk)                           # [K, R]
-    return indices.t().contiguous(), scores.t().contiguous(), log_probs
+    return scores.t().contiguous(), indices.t().contiguous(), log_probs
 
 
 @torch_address.register_fake
 def _(logits, num_factors, topk):
     rows, width = logits.shape
     dtype = _log_prob_dtype(logits)
-    return (logits.new_empty(rows, topk, dtype=torch.long), logits.new_empty(rows, topk, dtype=dtype),
+    return (logits.new_empty(rows, topk, dtype=dtype), logits.new_empty(rows, topk, dtype=torch.long),
             logits.new_empty(num_factors, width // num_factors, rows, dtype=dtype))
 
 
@@ -78,14 +78,14 @@ def _(log_probs, index, grad_log_prob, logits_dtype):
 
 
 def _address_setup_context(ctx, inputs, output):
-    index, _, log_probs = output
+    _, index, log_probs = output
     ctx.save_for_backward(log_probs, index)
     ctx.logits_dtype = inputs[0].dtype
     ctx.mark_non_differentiable(index, log_probs)
     ctx.set_materialize_grads(False)
 
 
-def _address_backward(ctx, grad_index, grad_log_prob, grad_factor_log_probs):
+def _address_backward(ctx, grad_log_prob, grad_index, grad_factor_log_probs):
     log_probs, index = ctx.saved_tensors
     if grad_log_prob is None:
         return None, None, None
@@ -225,8 +225,9 @@ def _(grad_o, grad_memory, grad_mass, read_weight, write_weight, v, gamma, memor
 
 
 def _chunk_setup_context(ctx, inputs, output):
-    read_weight, write_weight, v, gamma, memory0, mass0, _, _, _, num_sequences, num_slots, _, _ = inputs
+    read_weight, write_weight, v, gamma, memory0, mass0, _, _, _, num_sequences, num_slots, output_final_state, _ = inputs
     saved = output[3:]
+    ctx.output_final_state = output_final_state
     ctx.save_for_backward(read_weight, write_weight, v, gamma, memory0, mass0, *saved)
     ctx.sizes = (num_sequences, num_slots)
     ctx.mark_non_differentiable(*saved)
@@ -234,6 +235,8 @@ def _chunk_setup_context(ctx, inputs, output):
 
 
 def _chunk_backward(ctx, grad_o, grad_memory, grad_mass, *grad_saved):
+    if not ctx.output_final_state:                     # the [0] placeholders carry no gradient
+        grad_memory = grad_mass = None
     read_weight, write_weight, v, gamma, memory0, mass0, *saved = ctx.saved_tensors
     if grad_o is None and grad_memory is None and grad_mass is None:
         return (None,) * 13
@@ -284,7 +287,7 @@ def _compiling() -> bool:
 
 def address_topk(logits: torch.Tensor, num_factors: int, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
     """logits [R, U*d_p] -> (index [R, K] int64, log_prob [R, K]), differentiable in log_prob."""
-    index, log_prob, _ = torch_address(logits, num_factors, topk)
+    log_prob, index, _ = torch_address(logits, num_factors, topk)
     return index, log_prob
 
 

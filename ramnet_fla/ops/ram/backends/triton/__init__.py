@@ -3,11 +3,11 @@
 - `address.py`: fused per-factor log-softmax and exact beam Top-K, with its backward;
 - `chunk.py`: training and prefill, the slot segments walked by Triton programs;
 - `fused_recurrent.py`: decoding, one program per (sequence, head) updating its K slots in place;
-- `utils.py`: device functions (the beam search, PDMA) shared by the kernels.
+- `utils.py`: device functions (the beam search, PDMA) shared by the kernels;
+- `library.py`: the three registered as `torch.library` custom ops (opaque to torch.compile), which
+  is what the host functions below call.
 """
 
-from ramnet_fla.ops.ram.backends.triton.address import address_topk
-from ramnet_fla.ops.ram.backends.triton.chunk import chunk_read_write
-from ramnet_fla.ops.ram.backends.triton.fused_recurrent import fused_recurrent_inplace
+from ramnet_fla.ops.ram.backends.triton.library import address_topk, chunk_read_write, fused_recurrent_inplace
 
 __all__ = ['address_topk', 'chunk_read_write', 'fused_recurrent_inplace']
