@@ -5,7 +5,7 @@
 - `scan.py`: the depth-major scans of those chains;
 - `fused_recurrent.py`: decoding, the touched rows of the state updated in place;
 - `library.py`: the three registered as `torch.library` custom ops (opaque to torch.compile), which
-  is what the host functions below call.
+  the host functions below call while compiling (eagerly: the autograd Functions directly).
 """
 
 from ramnet_fla.ops.ram.backends.torch.library import address_topk, chunk_read_write, fused_recurrent_inplace

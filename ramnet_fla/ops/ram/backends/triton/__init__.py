@@ -5,7 +5,7 @@
 - `fused_recurrent.py`: decoding, one program per (sequence, head) updating its K slots in place;
 - `utils.py`: device functions (the beam search, PDMA) shared by the kernels;
 - `library.py`: the three registered as `torch.library` custom ops (opaque to torch.compile), which
-  is what the host functions below call.
+  the host functions below call while compiling (eagerly: the autograd Functions directly).
 """
 
 from ramnet_fla.ops.ram.backends.triton.library import address_topk, chunk_read_write, fused_recurrent_inplace

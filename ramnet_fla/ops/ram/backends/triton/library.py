@@ -7,6 +7,9 @@ as opaque kernels with static output shapes (see backends/torch/library.py for w
   states its backward `ramnet::triton_chunk_backward` needs ([E, V] and [E], E = Ntok*H*K). The
   segments (whose counts depend on the addresses) are rebuilt inside the backward by one sort;
 - `ramnet::triton_fused_recurrent(...)` -> o, advancing memory and mass in place (declared mutated).
+
+As in the PyTorch backend, the host functions at the bottom call the custom ops while torch.compile
+traces and the autograd Functions / kernel launchers directly in eager mode.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ from __future__ import annotations
 import torch
 from fla.utils import input_guard
 
+from ramnet_fla.ops.ram.backends.triton.address import address_topk as _address_topk
 from ramnet_fla.ops.ram.backends.triton.address import ram_address_bwd, ram_address_fwd
 from ramnet_fla.ops.ram.backends.triton.chunk import build_segments, chunk_ram_bwd, chunk_ram_fwd
+from ramnet_fla.ops.ram.backends.triton.chunk import chunk_read_write as _chunk_read_write
 from ramnet_fla.ops.ram.backends.triton.fused_recurrent import fused_recurrent_inplace as _fused_recurrent_inplace
 from ramnet_fla.ops.ram.checks import RAMShape, check_gamma_values
 from ramnet_fla.ops.ram.common import RAMCall, compute_dtype
@@ -223,6 +228,8 @@ def _(q, k, v, gamma, memory, mass, position, cape_heads, cu_seqlens, num_factor
 
 def address_topk(logits: torch.Tensor, num_factors: int, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
     """logits [R, U*d_p] -> (index [R, K] int64, log_prob [R, K]), differentiable in log_prob."""
+    if not torch.compiler.is_compiling():
+        return _address_topk(logits, num_factors, topk)
     log_prob, index = triton_address(logits, num_factors, topk)
     return index, log_prob
 
@@ -231,6 +238,9 @@ def chunk_read_write(read_weight, write_weight, v, gamma, memory0, mass0, read_s
                      num_sequences: int, num_slots: int, output_final_state: bool):
     """The Triton read/write of `chunk_ram` through `ramnet::triton_chunk`. Returns o [Ntok, H, V] in
     v's dtype and the final memory [N, H, M, V] and mass [N, H, M] (None without `output_final_state`)."""
+    if not torch.compiler.is_compiling():
+        return _chunk_read_write(read_weight, write_weight, v, gamma, memory0, mass0, read_slot, write_slot,
+                                 sequence_ids, num_sequences, num_slots, output_final_state)
     o, memory, mass, *_ = triton_chunk(read_weight, write_weight, v, gamma, memory0, mass0, read_slot, write_slot,
                                        sequence_ids, num_sequences, num_slots, output_final_state,
                                        torch.compiler.is_compiling())
@@ -242,6 +252,8 @@ def chunk_read_write(read_weight, write_weight, v, gamma, memory0, mass0, read_s
 def fused_recurrent_inplace(q, k, v, gamma, call: RAMCall, state: RAMState) -> torch.Tensor:
     """Decoding through `ramnet::triton_fused_recurrent`: state contiguous in the compute dtype, its
     memory and mass advanced in place (its position read, not advanced)."""
+    if not torch.compiler.is_compiling():
+        return _fused_recurrent_inplace(q, k, v, gamma, call, state)
     return triton_fused_recurrent(q, k, v, gamma, state.memory, state.mass, state.position, call.cape_heads,
                                   call.cu_seqlens, call.shape.num_factors, call.shape.topk,
                                   torch.compiler.is_compiling())
