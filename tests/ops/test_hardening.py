@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from ramnet_fla.ops.ram import RAMState, chunk_ram, fused_recurrent_ram, naive_recurrent_ram, ram_address
+from ramnet_fla.ops.ram.naive import naive_address
 
 from tests.ops.utils import all_addresses
 
@@ -262,3 +263,43 @@ def test_empty_inputs_give_empty_outputs_and_states(name, shape):
     assert state.memory.shape == (B, H, 64, 3) and state.mass.shape == (B, H, 64)
     assert state.position.tolist() == [T] * B
     assert not state.memory.any() and not state.mass.any()
+
+
+# found while hardening (beyond the cases of issue 10) -----------------------------------------
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64], ids=['fp32', 'fp64'])
+@pytest.mark.parametrize('regime', REGIME_ROWS)
+def test_minus_inf_addresses_past_the_finite_ones_come_in_index_order(regime, dtype):
+    # factor 0 keeps digit 3 only: 16 finite addresses, then -inf ones, each once, lowest index first
+    rows = REGIME_ROWS[regime]
+    logits = torch.randn(rows, 12, generator=torch.Generator().manual_seed(6)).to(dtype)
+    logits[:, 0:3] = float('-inf')
+    indices, log_probs = ram_address(logits, 3, 20)
+    expected_indices, expected_scores = reference_topk(logits, 3, 20)
+    assert torch.equal(indices, expected_indices)
+    assert all(len(set(row)) == 20 for row in indices.tolist())
+    assert torch.isneginf(log_probs[:, 16:]).all()
+    torch.testing.assert_close(log_probs, expected_scores.to(log_probs.dtype))
+    naive_indices, _ = naive_address(logits, 3, 20)
+    assert torch.equal(naive_indices, expected_indices)
+
+
+@pytest.mark.parametrize('regime', REGIME_ROWS)
+def test_a_saturated_address_has_log_probability_exactly_zero(regime):
+    logits = torch.zeros(REGIME_ROWS[regime], 12)
+    logits[:, [0, 4, 8]] = 200.0                  # digit 0 of every factor takes all the mass
+    indices, log_probs = ram_address(logits, 3, 4)
+    assert indices[:, 0].eq(0).all() and log_probs[:, 0].eq(0).all()
+
+
+@pytest.mark.parametrize('name', PATHS)
+def test_a_strided_initial_state_gives_the_contiguous_result(name):
+    q, k, v, gamma = _inputs()
+    strided = _state(contiguous=False)
+    strided.memory.copy_(torch.randn(strided.memory.shape))
+    contiguous = RAMState(strided.memory.contiguous(), strided.mass.clone(), strided.position.clone())
+    o, final = PATHS[name](q, k, v, gamma, 3, 4, cape=True, initial_state=strided, output_final_state=True)
+    expected_o, expected = PATHS[name](q, k, v, gamma, 3, 4, cape=True, initial_state=contiguous,
+                                       output_final_state=True)
+    torch.testing.assert_close(o, expected_o)
+    torch.testing.assert_close(final.memory, expected.memory)
