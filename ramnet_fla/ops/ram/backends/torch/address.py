@@ -4,8 +4,10 @@ An address over M = d_p ** U slots is one digit a_u in [0, d_p) per factor u; it
 sum_u a_u * d_p ** u (factor 0 least significant) and its log-probability is
 sum_u log_softmax(logits[u*d_p:(u+1)*d_p])[a_u]. The K most likely addresses are found exactly,
 without enumerating M, by a beam search over factors: keep the K best prefixes, extend each by
-the d_p digits of the next factor, keep the best K. A prefix outside the best K cannot complete
-into the Top-K, because the K better prefixes completed with its suffix beat it.
+the d_p digits of the next factor, keep the best K. "Best" is the total order (score desc, flat
+index asc), in every implementation (docs/op.md, "Ties and non-finite logits"). A prefix outside
+the best K cannot complete into the Top-K, because the K better prefixes completed with its suffix
+beat it: a common suffix keeps the order of two prefixes, scores and indices alike.
 
 Two implementations of that search: `merge_beam_topk` (sorting networks over packed keys, for many
 float32 rows) and `ranked_beam_topk` (one Top-K per factor, for everything else).
@@ -39,7 +41,8 @@ MERGE_MIN_ROWS = 512
 
 
 def _pack(score: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """float32 scores and int64 indices (< 2**29) -> float64 keys ordered by score, then lower index.
+    """float32 scores and int64 indices (< 2**29) -> float64 keys ordered by score, then lower index
+    (for negative keys, more index bits make a larger magnitude: a smaller key).
 
     Scores are kept in [-float32 max, -float32 tiny] (log-probabilities are <= 0): no key is an
     infinity, NaN or subnormal, so comparisons stay exact with flush-to-zero.
