@@ -38,7 +38,7 @@ def chunk_forward(q, k, v, gamma, call: RAMCall, output_final_state: bool) -> tu
 
     memory0 = mass0 = None
     if state is not None:
-        memory0, mass0 = state.memory.to(dtype), state.mass.to(dtype)
+        memory0, mass0 = state.memory.to(dtype).contiguous(), state.mass.to(dtype).contiguous()   # rows are viewed flat
     o, memory, mass = backend.chunk_read_write(
         read_log_prob.exp().to(dtype), write_log_prob.exp().to(dtype), v.flatten(0, 1), gamma.flatten(0, 1),
         memory0, mass0, read_slot, write_slot, call.sequence_ids, N, M, output_final_state,

@@ -31,10 +31,13 @@ def fused_recurrent_ram(
 ) -> tuple[torch.Tensor, RAMState | None]:
     """RAM-Net token by token, for decoding (same arguments and results as `chunk_ram`).
 
-    With `output_final_state=True` and no gradient to track, the state is advanced in place:
-    the returned RAMState holds the tensors of `initial_state` (memory, mass and position updated),
-    unless they had to be converted (another dtype, non-contiguous), when it holds the converted
-    copies. Pass `initial_state.clone()` to keep the old state. The M x V table is never copied.
+    With `output_final_state=True` and no gradient to track, the state advances in place, as a
+    whole or not at all: when memory and mass are contiguous in the compute dtype (float32, or
+    float64 with float64 inputs) and position is int64, the returned RAMState holds the tensors of
+    `initial_state`, all three updated (the M x V table is never copied); otherwise `initial_state`
+    is left untouched and the returned RAMState holds converted copies. Pass
+    `initial_state.clone()` to keep the old state. With gradients to track, or no final state
+    asked for, `initial_state` is never modified.
 
     Args:
         q, k: [B, T, H, U*d_p] read and write logits; v: [B, T, H, V]; gamma: [B, T, H] (>= 0).
