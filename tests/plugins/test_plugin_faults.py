@@ -59,12 +59,16 @@ def test_an_entry_point_named_like_a_builtin_is_loaded_or_reported(tmp_path, mon
 
 
 def test_a_module_without_hookimpl_markers_is_reported(tmp_path, monkeypatch):
-    source = PLUGIN_SOURCE.replace('@ramnet_fla.hookimpl\n', '')
+    # the decorator line goes with the next line's indentation, so the module still imports
+    source = PLUGIN_SOURCE.replace('@ramnet_fla.hookimpl\n    ', '')
+    assert 'hookimpl' not in source and 'def ramnet_fla_register_mixers' in source
     _fake_distribution(tmp_path, monkeypatch, 'unmarkeddist', {'unmarked': 'unmarked_plugin'},
                        {'unmarked_plugin': source})
-    with pytest.warns(PluginLoadWarning, match='unmarked'):
+    with pytest.warns(PluginLoadWarning, match='unmarked') as caught:
         manager = create_plugin_manager(entry_points=True)
     assert 'shadow_gla' not in manager.mixers()
+    message = ' '.join(str(w.message) for w in caught)
+    assert 'hookimpl' in message and 'ramnet_fla_register_mixers' in message     # not an import failure
 
 
 class Broken(nn.Module):
