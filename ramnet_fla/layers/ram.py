@@ -22,6 +22,7 @@ from fla.layers.utils import get_layer_cache, repad_hidden_states, unpad_hidden_
 from ramnet_fla.fla_cpu.modules import FusedRMSNormGated, ShortConvolution
 from ramnet_fla.ops.ram import RAMState, chunk_ram, fused_recurrent_ram
 from ramnet_fla.ops.ram.cape import resolve_cape_heads
+from ramnet_fla.utils.checks import check_attention_mask
 
 if TYPE_CHECKING:
     from fla.models.cache_utils import Cache
@@ -277,16 +278,13 @@ class RAMAttention(nn.Module):
             raise ValueError(
                 f"`hidden_states` must be [B, T, hidden_size={self.hidden_size}], got {tuple(hidden_states.shape)}"
             )
-        if attention_mask is not None and attention_mask.ndim != 2:
-            raise ValueError(
-                "`attention_mask` must be a 0/1 padding mask of shape [batch_size, seq_len] (0 = padding); "
-                f"got shape {tuple(attention_mask.shape)}"
-            )
+        cu_seqlens = kwargs.get('cu_seqlens')
+        if cu_seqlens is None:                                      # packed input ignores the mask
+            check_attention_mask(attention_mask, hidden_states)
         batch_size, q_len, _ = hidden_states.shape
         mode = 'fused_recurrent' if q_len == 1 else self.mode
 
         last_state = get_layer_cache(self, past_key_values)
-        cu_seqlens = kwargs.get('cu_seqlens')
         hidden_states, indices, cu_seqlens = unpad_hidden_states(hidden_states, cu_seqlens, attention_mask, q_len)
 
         # q, k: [B, T, H*U*d_p] read / write logits (float32, see `float32_address_projections`); v: [B, T, H*V]

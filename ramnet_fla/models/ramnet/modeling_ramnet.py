@@ -56,6 +56,24 @@ class RAMNetBlock(GradientCheckpointingLayer):
     def mixer_name(self) -> str:
         return self.mixer_spec['name']
 
+    def _check_mixer_output(self, output, hidden_states: torch.Tensor) -> None:
+        """The mixer must keep fla's layer contract: a sequence (o [B, T, hidden], attentions,
+        past_key_values) with o the shape of its input. Shapes only (no device sync); a wrong form is
+        a TypeError, a wrong shape a ValueError (it would otherwise broadcast into the residual)."""
+        where = f"mixer {self.mixer_name!r} at layer {self.layer_idx}"
+        expected = "expected a tuple (o, attentions, past_key_values) as fla's layers return"
+        if not isinstance(output, (tuple, list)):
+            raise TypeError(f"{where} returned a {type(output).__name__}; {expected}")
+        if len(output) != 3:
+            raise TypeError(f"{where} returned a {type(output).__name__} of {len(output)} items; {expected}")
+        o = output[0]
+        if not isinstance(o, torch.Tensor):
+            raise TypeError(f"{where} returned o of type {type(o).__name__}; expected a torch.Tensor "
+                            f"{tuple(hidden_states.shape)}")
+        if o.shape != hidden_states.shape:
+            raise ValueError(f"{where} returned o of shape {tuple(o.shape)}; expected its input's shape "
+                             f"{tuple(hidden_states.shape)} [B, T, hidden_size]")
+
     def forward(
         self,
         hidden_states: torch.Tensor,
@@ -69,7 +87,7 @@ class RAMNetBlock(GradientCheckpointingLayer):
         """hidden_states: [B, T, hidden] -> (hidden_states, attentions, past_key_values, None)."""
         residual = hidden_states
         hidden_states = self.attn_norm(hidden_states)
-        hidden_states, attentions, past_key_values = self.attn(
+        output = self.attn(
             hidden_states=hidden_states,
             attention_mask=attention_mask,
             past_key_values=past_key_values,
@@ -77,6 +95,8 @@ class RAMNetBlock(GradientCheckpointingLayer):
             output_attentions=output_attentions,
             **kwargs,
         )
+        self._check_mixer_output(output, hidden_states)
+        hidden_states, attentions, past_key_values = output
         if self.config.fuse_norm:
             hidden_states, residual = self.mlp_norm(hidden_states, residual, True)
         else:
