@@ -303,3 +303,11 @@ def test_a_strided_initial_state_gives_the_contiguous_result(name):
                                        output_final_state=True)
     torch.testing.assert_close(o, expected_o)
     torch.testing.assert_close(final.memory, expected.memory)
+
+
+@pytest.mark.parametrize('name', PATHS)
+def test_positions_that_would_overflow_int64_are_rejected(name):
+    q, k, v, gamma = _inputs()
+    state = RAMState(torch.zeros(2, 2, 64, 3), torch.zeros(2, 2, 64), torch.tensor([3, 2 ** 63 - 2]))
+    with pytest.raises(ValueError, match='position'):
+        PATHS[name](q, k, v, gamma, 3, 4, cape=True, initial_state=state, output_final_state=True)

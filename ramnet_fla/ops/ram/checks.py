@@ -17,6 +17,8 @@ from ramnet_fla.utils.checks import check_cu_seqlens, check_int, check_tensor
 
 # Flat slot indices are int64: M = d_p ** U must stay below 2**63.
 MAX_SLOTS = 2 ** 63
+# Positions (tokens consumed per sequence) stay below 2**62: position + T and index + position fit int64.
+MAX_POSITION = 2 ** 62
 
 
 @dataclass(frozen=True)
@@ -100,10 +102,11 @@ def check_initial_state(initial_state, shape: RAMShape, device: torch.device) ->
         raise TypeError(f"`initial_state.memory` and `.mass` must be floating point, got {memory.dtype}, {mass.dtype}")
     if position.dtype.is_floating_point or position.dtype.is_complex or position.dtype == torch.bool:
         raise TypeError(f"`initial_state.position` must be an integer tensor, got {position.dtype}")
-    if position.numel() > 0 and bool((position < 0).any()):
+    wide = position.long()                                  # int32 would wrap the 2**62 bound
+    if position.numel() > 0 and bool(((wide < 0) | (wide >= MAX_POSITION)).any()):
         raise ValueError(
-            "`initial_state.position` (tokens consumed per sequence) must be >= 0, "
-            f"got a minimum of {int(position.min())}"
+            "`initial_state.position` (tokens consumed per sequence) must be in [0, 2**62), so that "
+            f"positions and CAPE shifts stay within int64, got values in [{int(wide.min())}, {int(wide.max())}]"
         )
     return RAMState(memory, mass, position)
 
