@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     'ramnet_fla.cli_mixers',
     'ramnet_fla.cli_state_size',
     'ramnet_fla.mqar.command',
+    'ramnet_fla.lm.cli',
 )
 
 
