@@ -39,8 +39,8 @@ CHOSEN = {
     'ram x3 + attention': {'lr': 4e-3, 'short_conv': True},
 }
 RECIPE = TrainConfig(data=('kjv',), tokenizer='bpe:4096', layers=4, hidden_size=256, seq_len=256, batch_size=16,
-                     steps=100, warmup_steps=10, lr=2e-3, min_lr_ratio=0.1, weight_decay=0.1, grad_clip=1.0,
-                     eval_every=25, eval_windows=16, copy_examples=64, log_every=5, ckpt_every=25,
+                     steps=64, warmup_steps=8, lr=2e-3, min_lr_ratio=0.1, weight_decay=0.1, grad_clip=1.0,
+                     eval_every=16, eval_windows=16, copy_examples=64, log_every=4, ckpt_every=16,
                      keep_checkpoints=1, save_model=False, seed=0)
 NUM_HEADS = 4
 REFERENCE = 'gla'                # the parameter budget: this model at fla's default MLP width
@@ -58,16 +58,18 @@ def layer_specs(label: str, short_conv: bool) -> tuple:
 
 def parameter_target(vocab_size: int) -> int:
     from ramnet_fla.lm.model import build_config, count_params
-    config = build_config(layer_specs(REFERENCE, False), vocab_size, RECIPE.hidden_size, RECIPE.layers)
+    reference = ({'name': REFERENCE, 'num_heads': NUM_HEADS, 'use_short_conv': False},)
+    config = build_config(reference, vocab_size, RECIPE.hidden_size, RECIPE.layers)
     return count_params(config)['total']
 
 
 def run_config(label: str, lr: float, short_conv: bool, out: str, target: int, steps: int | None,
                threads: int, data_dir: str | None, progress: bool) -> TrainConfig:
     slug = label.replace(' ', '').replace('+', '_')
-    name = f"{slug}-lr{lr:g}-{'conv' if short_conv else 'noconv'}"
+    steps = steps or RECIPE.steps
+    name = f"{slug}-lr{lr:g}-{'conv' if short_conv else 'noconv'}-{steps}steps"
     return replace(RECIPE, mixers=layer_specs(label, short_conv), match_params=target, lr=lr,
-                   steps=steps or RECIPE.steps, threads=threads, data_dir=data_dir, progress=progress,
+                   steps=steps, threads=threads, data_dir=data_dir, progress=progress,
                    label=label, out=os.path.join(out, name), resume='latest')
 
 
@@ -124,13 +126,16 @@ def run_sweep(args) -> int:
     os.makedirs(out, exist_ok=True)
     _, target = _vocab_size(args)
     records = []
-    for label in MODELS:
-        for short_conv in ((False, True) if HAS_SHORT_CONV[label] else (False,)):
-            for lr in SWEEP_LRS:
-                config = run_config(label, lr, short_conv, out, target, args.steps, args.threads, args.data_dir,
-                                    not args.no_progress)
+    # the middle learning rate of every model first: a sweep cut short still compares them all
+    for lr in sorted(SWEEP_LRS, key=lambda x: (x != SWEEP_LRS[len(SWEEP_LRS) // 2], SWEEP_LRS.index(x))):
+        for label in MODELS:
+            for short_conv in ((False, True) if HAS_SHORT_CONV[label] else (False,)):
+                config = replace(run_config(label, lr, short_conv, out, target, args.steps, args.threads,
+                                            args.data_dir, not args.no_progress), copy_examples=0)
                 records.append(_summary(train_or_reuse(config), short_conv))
                 _save(os.path.join(out, 'sweep.json'), records)
+    records.sort(key=lambda r: (list(MODELS).index(r['mixer']), r['short_conv'], r['lr']))
+    _save(os.path.join(out, 'sweep.json'), records)
     print(format_table(records, sweep=True))
     print('\nbest per model:\n' + format_table(best_of(records)))
     print(f"\nresults: {os.path.join(out, 'sweep.json')}")

@@ -28,10 +28,11 @@ class MetricsLog:
             self.bar = tqdm(total=progress_total, desc=description, dynamic_ncols=True, leave=False)
 
     def truncate_after(self, step: int) -> None:
-        """Keep only the records up to `step` (resuming from a checkpoint taken at `step`)."""
+        """Keep only the records up to `step` (resuming from a checkpoint taken at `step`), less the
+        final evaluation of a finished run (it is redone)."""
         if not self.enabled:
             return
-        kept = [r for r in read_records(self.path) if r['step'] <= step]
+        kept = [r for r in read_records(self.path) if r['step'] <= step and not r.get('final')]
         temporary = self.path + '.tmp'
         with open(temporary, 'w') as f:
             f.writelines(json.dumps(r) + '\n' for r in kept)
