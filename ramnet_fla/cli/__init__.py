@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     'ramnet_fla.cli.mixers',
     'ramnet_fla.cli.state_size',
     'ramnet_fla.cli.mqar',
+    'ramnet_fla.cli.lm',
     'ramnet_fla.evals.cli',             # `eval`: beside the harness it drives (also `python -m ramnet_fla.evals`)
 )
 
