@@ -18,13 +18,17 @@ from einops import rearrange
 from fla.layers.utils import get_layer_cache, repad_hidden_states, unpad_hidden_states, update_layer_cache
 
 from ramnet_fla.fla_cpu.modules import FusedRMSNormGated, ShortConvolution
-from ramnet_fla.ops.ram import RAMState, chunk_ram, fused_recurrent_ram
+from ramnet_fla.ops.ram import RAMState, SparseRAMState, chunk_ram, fused_recurrent_ram
 from ramnet_fla.ops.ram.cape import resolve_cape_heads
 
 if TYPE_CHECKING:
     from fla.models.cache_utils import Cache
 
 MODES = ('chunk', 'fused_recurrent')
+STATE_FORMATS = ('auto', 'dense', 'sparse')
+# 'auto' keeps only the written slots from M = 4**8 slots per head on: a dense table of 65,536 slots
+# of 65 floats is 17 MB per head and sequence, while 8,192 tokens with K = 8 write at most 65,536.
+SPARSE_FROM_SLOTS = 4 ** 8
 ADDRESS_CONV_INITS = (None, 'shift')
 
 
@@ -63,6 +67,10 @@ class RAMAttention(nn.Module):
             learn (docs/mqar.md, "Large address spaces"). The convolutions stay trainable. Default: None.
         norm_eps (float): epsilon of the per-head output RMSNorm. Default: 1e-5.
         layer_idx (int): this layer's index in fla's Cache (needed with `past_key_values`).
+        state_format (str): the decoding state kept in the Cache: 'dense' (RAMState, the [M, V] table
+            per head), 'sparse' (SparseRAMState, only the slots ever written; inference-only, no
+            beam reordering through fla's Cache) or 'auto' (sparse from M >= 4**8 slots on).
+            Default: 'auto'.
 
     Parameters depend on M only through U*d_p: q_proj, k_proj [H*U*d_p x hidden]; v_proj, g_proj
     [H*V x hidden]; gamma_proj [H x hidden] (+ bias; gamma = softplus); read_log_temperature and
@@ -87,6 +95,7 @@ class RAMAttention(nn.Module):
         layer_idx: int | None = None,
         tie_address_projections: bool = False,
         address_conv_init: str | None = None,
+        state_format: str = 'auto',
     ) -> None:
         super().__init__()
         self.hidden_size = _positive_int('hidden_size', hidden_size)
@@ -132,6 +141,11 @@ class RAMAttention(nn.Module):
             raise ValueError(f"`address_conv_init={address_conv_init!r}` initialises the short convolutions: "
                              "it needs `use_short_conv=True`")
         self.address_conv_init = address_conv_init
+        if state_format not in STATE_FORMATS:
+            raise ValueError(f"`state_format` must be one of {STATE_FORMATS}, got {state_format!r}")
+        if state_format == 'auto':
+            state_format = 'sparse' if self.num_slots >= SPARSE_FROM_SLOTS else 'dense'
+        self.state_format = state_format
 
         H, V = self.num_heads, self.head_dim
         self.logit_dim = self.num_factors * self.factor_dim          # U * d_p per head
@@ -176,7 +190,7 @@ class RAMAttention(nn.Module):
     def extra_repr(self) -> str:
         return (f"heads={self.num_heads}, head_dim={self.head_dim}, slots={self.factor_dim}**{self.num_factors}"
                 f"={self.num_slots}, topk={self.topk}, cape_heads={[h for h, c in enumerate(self.cape) if c]}, "
-                f"mode={self.mode!r}")
+                f"mode={self.mode!r}, state_format={self.state_format!r}")
 
     def forward(
         self,
@@ -228,7 +242,9 @@ class RAMAttention(nn.Module):
 
         recurrent_state = None
         if last_state is not None and last_state.get('recurrent_state') is not None:
-            recurrent_state = RAMState(*last_state['recurrent_state'])       # cache maps may give a plain tuple
+            recurrent_state = last_state['recurrent_state']
+            if not isinstance(recurrent_state, SparseRAMState):
+                recurrent_state = RAMState(*recurrent_state)                  # cache maps may give a plain tuple
         ram = chunk_ram if mode == 'chunk' else fused_recurrent_ram
         o, recurrent_state = ram(
             q, k, v, gamma,
@@ -238,6 +254,7 @@ class RAMAttention(nn.Module):
             initial_state=recurrent_state,
             output_final_state=bool(use_cache),
             cu_seqlens=cu_seqlens,
+            state_format=self.state_format if use_cache else None,
         )
 
         update_layer_cache(
