@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 
 COMMAND_MODULES = (
     'ramnet_fla.cli.demo',
     'ramnet_fla.cli.mixers',
     'ramnet_fla.cli.state_size',
     'ramnet_fla.cli.mqar',
+    'ramnet_fla.cli.lm',
+    'ramnet_fla.evals.cli',             # `eval`: beside the harness it drives (also `python -m ramnet_fla.evals`)
 )
 
 
@@ -27,4 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:                                       # Ctrl-C: one line, no traceback
+        print(f"\nramnet-fla {args.command}: interrupted", file=sys.stderr)
+        return 130

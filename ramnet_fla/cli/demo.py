@@ -6,6 +6,7 @@ import argparse
 
 import torch
 
+from ramnet_fla.cli.types import int_at_least
 from ramnet_fla.demo import capacity_demo, ring_buffer_demo
 
 
@@ -29,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser('demo', help='show the RAM-Net op at work (CPU, seconds)')
-    parser.add_argument('--pairs', type=int, default=256, help='key/value pairs to store (default 256)')
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--pairs', type=int_at_least(1), default=256, help='key/value pairs to store (default 256)')
+    parser.add_argument('--seed', type=int_at_least(0), default=0)
+    parser.add_argument('--threads', type=int_at_least(1), default=2)
     parser.set_defaults(func=run)

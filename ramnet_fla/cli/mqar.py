@@ -3,42 +3,98 @@
 --quick (the default): `ram` (M = 4**5 = 1,024), `gla` and `deltanet` at the same width (64),
 2 layers, on 16 key/value pairs at T=64, the same data, steps and learning rate, on the CPU in
 minutes. 16 pairs at T=64 is where a fixed-size state starts to fail (SPEC section 3). Every mixer
-gets the same address prior (`ramnet_fla.mqar.address_prior`) unless --no-prior.
+gets the same address prior (`ramnet_fla.mqar.address_prior`) unless --no-prior; a mixer without
+the q/k short convolutions it needs (e.g. `attention`) trains without it, and the command says so.
 --full: the sweep behind a Zoology Figure-3-style plot (sequence lengths 64..1024, up to T/4 pairs,
 widths 64..256, RAM's M from 4**3 to 4**8 at a fixed parameter count, a learning-rate sweep per
 point). Long: meant for a GPU, and resumable (rerun the same command to continue).
 
 Writes OUT/results.json (one record per run, see `ramnet_fla.mqar.train.train_mqar`) and
-OUT/mqar.png (accuracy against state size), and prints a table.
+OUT/mqar.png (accuracy against state size), and prints a table. Bad arguments, an --out that is a
+file and a results.json that is not this tool's stop it before any training (status 2); Ctrl-C
+keeps the completed runs (status 130).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 import torch
 
-from ramnet_fla.mqar.experiments import FULL_LEARNING_RATES, QUICK_MIXERS, full_runs, quick_runs
-from ramnet_fla.mqar.report import format_table, plot_accuracy_vs_state
-from ramnet_fla.mqar.train import best_per_config, run_sweep
+from ramnet_fla.cli.types import device as device_name
+from ramnet_fla.cli.types import int_at_least, positive_float
+from ramnet_fla.utils.extras import require_extra
+
+
+def check_arguments(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
+    """Everything a value-by-value parse cannot see, before any training (`parser.error`: status 2).
+
+    Returns the results file's path; an existing one is read (not changed) to check it is ours.
+    """
+    from ramnet_fla.mqar.train import load_results
+    from ramnet_fla.plugin import get_plugin_manager
+
+    if args.full:
+        ignored = [option for option, value in (('--mixers', args.mixers), ('--num-test', args.num_test))
+                   if value is not None]
+        if ignored:
+            parser.error(f"{' and '.join(ignored)} only apply to the quick comparison; --full runs its fixed sweep")
+    if args.mixers:
+        known = get_plugin_manager().mixers()
+        unknown = [name for name in args.mixers if name not in known]
+        if unknown:
+            parser.error(f"argument --mixers: unknown mixer(s) {', '.join(map(repr, unknown))}; "
+                         f"known mixers: {', '.join(sorted(known))}")
+    if args.device and args.device.startswith('cuda'):
+        if not torch.cuda.is_available():
+            parser.error(f"argument --device: {args.device!r} asked for, but CUDA is not available here")
+        index = int(args.device.partition(':')[2] or 0)
+        if index >= torch.cuda.device_count():
+            parser.error(f"argument --device: {args.device!r}, but only {torch.cuda.device_count()} CUDA device(s)")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        parser.error(f"argument --out: {args.out!r} is a file, not a folder")
+    results_path = os.path.join(args.out, 'results.json')
+    try:
+        load_results(results_path)
+    except (OSError, ValueError) as error:
+        parser.error(f"{error}; it is left untouched (pick another --out, or move it away)")
+    return results_path
 
 
 def run(args: argparse.Namespace) -> int:
+    require_extra('mqar', ('matplotlib', 'tqdm'), command='ramnet-fla mqar')
+    from ramnet_fla.mqar.experiments import FULL_LEARNING_RATES, QUICK_MIXERS, full_runs, quick_runs, quick_without_prior
+    from ramnet_fla.mqar.report import format_table, plot_accuracy_vs_state
+    from ramnet_fla.mqar.train import best_per_config, load_results, run_sweep
+
+    results_path = check_arguments(args, args.parser)
     torch.set_num_threads(args.threads)
-    os.makedirs(args.out, exist_ok=True)
-    results_path = os.path.join(args.out, 'results.json')
+    try:
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as error:
+        args.parser.error(f"argument --out: cannot create {args.out!r}: {error.strerror or error}")
     if args.full:
         runs = full_runs(args.seed, args.steps or 4000, prior=not args.no_prior)
         learning_rates = args.lr or FULL_LEARNING_RATES
     else:
-        runs = quick_runs(args.seed, args.steps or 500, (args.lr or [1e-3])[0],
-                          mixers=tuple(args.mixers) if args.mixers else QUICK_MIXERS, num_test=args.num_test,
-                          prior=not args.no_prior)
+        mixers = tuple(args.mixers) if args.mixers else QUICK_MIXERS
+        if not args.no_prior:
+            for name, problem in quick_without_prior(mixers).items():
+                print(f"address prior: not applied to {name} ({problem}); it trains without it")
+        runs = quick_runs(args.seed, args.steps or 500, (args.lr or [1e-3])[0], mixers=mixers,
+                          num_test=1000 if args.num_test is None else args.num_test, prior=not args.no_prior)
         learning_rates = args.lr
     device = args.device or None
-    records = run_sweep(runs, results_path, learning_rates=learning_rates, device=device,
-                        progress=not args.no_progress)
+    try:
+        records = run_sweep(runs, results_path, learning_rates=learning_rates, device=device,
+                            progress=not args.no_progress)
+    except KeyboardInterrupt:
+        kept = len(load_results(results_path))
+        print(f"\nramnet-fla mqar: interrupted; {kept} completed run(s) kept in {results_path} "
+              "(rerun the same command to continue)", file=sys.stderr)
+        return 130
     best = best_per_config(records)
     print(format_table(best))
     plot_path = os.path.join(args.out, 'mqar.png')
@@ -54,16 +110,17 @@ def register(subparsers) -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument('--quick', action='store_true', help='ram vs gla vs deltanet, T=64, 16 pairs, width 64 (default)')
     mode.add_argument('--full', action='store_true', help='the full Figure-3-style sweep (long; resumable)')
-    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--seed', type=int_at_least(0), default=0)
     parser.add_argument('--out', default='runs/mqar', help='output folder (default runs/mqar)')
-    parser.add_argument('--steps', type=int, default=None, help='steps per run (quick 500, full 4000)')
-    parser.add_argument('--lr', type=float, nargs='+', default=None,
+    parser.add_argument('--steps', type=int_at_least(1), default=None, help='steps per run (quick 500, full 4000)')
+    parser.add_argument('--lr', type=positive_float, nargs='+', default=None,
                         help='learning rate(s) to sweep (quick: 1e-3; full: 3e-4 1e-3 3e-3)')
     parser.add_argument('--no-prior', action='store_true',
                         help='plain layers, without the address prior (RAM at M=1,024 then stalls)')
-    parser.add_argument('--num-test', type=int, default=1000, help='quick mode: held-out examples (default 1000)')
+    parser.add_argument('--num-test', type=int_at_least(1), default=None,
+                        help='quick mode: held-out examples (default 1000)')
     parser.add_argument('--mixers', nargs='+', default=None, help='quick mode: the registered mixers to compare')
-    parser.add_argument('--device', default=None, help='cpu or cuda (default: cuda when present)')
-    parser.add_argument('--threads', type=int, default=2, help='CPU threads (default 2)')
+    parser.add_argument('--device', type=device_name, default=None, help='cpu, cuda or cuda:N (default: cuda when present)')
+    parser.add_argument('--threads', type=int_at_least(1), default=2, help='CPU threads (default 2)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bars')
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, parser=parser)

@@ -12,6 +12,7 @@ import json
 import os
 
 from ramnet_fla.accounting import state_size
+from ramnet_fla.cli.types import int_at_least
 
 # The models of the paper's state table, at the 340M scale (24 layers, width 1024).
 PRESETS: dict[str, dict] = {
@@ -31,13 +32,18 @@ def load_config(name_or_path: str):
     from ramnet_fla.models import RAMNetConfig
     if name_or_path in PRESETS:
         return RAMNetConfig(**PRESET_SIZES, **PRESETS[name_or_path])
-    if os.path.isfile(name_or_path):
-        with open(name_or_path) as file:
-            values = json.load(file)
-        values.pop('model_type', None)
-        return RAMNetConfig(**values)
-    if os.path.isdir(name_or_path):
-        return RAMNetConfig.from_pretrained(name_or_path)
+    try:
+        if os.path.isfile(name_or_path):
+            with open(name_or_path) as file:
+                values = json.load(file)
+            if not isinstance(values, dict):
+                raise ValueError(f"a config.json holds a JSON object, got a {type(values).__name__}")
+            values.pop('model_type', None)
+            return RAMNetConfig(**values)
+        if os.path.isdir(name_or_path):
+            return RAMNetConfig.from_pretrained(name_or_path)
+    except (OSError, ValueError, TypeError) as error:              # JSONDecodeError is a ValueError
+        raise SystemExit(f"state-size: {name_or_path!r} is not a usable RAMNet config: {error}") from None
     raise SystemExit(f"state-size: {name_or_path!r} is neither a preset ({', '.join(PRESETS)}) "
                      "nor a config.json or a directory holding one")
 
@@ -52,7 +58,10 @@ def _count(value) -> str:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    sizes = state_size(config, args.seq_len)
+    try:
+        sizes = state_size(config, args.seq_len)
+    except (TypeError, ValueError) as error:                        # e.g. a mixer no plugin registers
+        raise SystemExit(f"state-size: {args.config!r}: {error}") from None
     if args.json:
         print(json.dumps(sizes, indent=2))
         return 0
@@ -74,6 +83,6 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser('state-size', help='state per sequence and per decoding step of a model')
     parser.add_argument('config', nargs='?', default='ramnet-340m',
                         help=f"a preset ({', '.join(PRESETS)}; default ramnet-340m), a config.json, or a directory")
-    parser.add_argument('--seq-len', type=int, default=1024, help='cached tokens per sequence (default 1024)')
+    parser.add_argument('--seq-len', type=int_at_least(0), default=1024, help='cached tokens per sequence (default 1024)')
     parser.add_argument('--json', action='store_true', help='print JSON instead of a table')
     parser.set_defaults(func=run)

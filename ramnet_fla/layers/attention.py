@@ -11,10 +11,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from ramnet_fla.fla_cpu.layers.utils import check_attention_mask
 from ramnet_fla.fla_cpu.modules import apply_rotary
 from ramnet_fla.fla_cpu.ops.utils import packed_token_index
-from ramnet_fla.utils.checks import check_cu_seqlens, check_int
+from ramnet_fla.utils.checks import check_attention_mask, check_cu_seqlens, check_int, check_tensor
 
 
 class SoftmaxAttention(nn.Module):
@@ -71,8 +70,13 @@ class SoftmaxAttention(nn.Module):
         """hidden_states: [B, T, hidden_size]; attention_mask: [B, L] 0/1 padding mask over the cached
         and new tokens (or over the new tokens only); kwargs['cu_seqlens']: packed sequences (B = 1),
         wins over the mask. Returns (o [B, T, hidden_size], None, past_key_values)."""
-        check_attention_mask(attention_mask)
+        check_tensor('hidden_states', hidden_states, 3, '[B, T, hidden_size]')
+        if hidden_states.shape[-1] != self.hidden_size:
+            raise ValueError(f"`hidden_states` must be [B, T, hidden_size={self.hidden_size}], "
+                             f"got {tuple(hidden_states.shape)}")
         batch, q_len, _ = hidden_states.shape
+        if kwargs.get('cu_seqlens') is None:                        # packed input ignores the mask
+            check_attention_mask(attention_mask, hidden_states)
         if past_key_values is not None and self.layer_idx is None:
             raise ValueError("SoftmaxAttention needs `layer_idx` when `past_key_values` is given")
         q = rearrange(self.q_proj(hidden_states), 'b t (h d) -> b t h d', d=self.head_dim)
@@ -98,7 +102,7 @@ class SoftmaxAttention(nn.Module):
                 if mask.shape[-1] == q_len and cached_len:             # a mask over the new tokens only
                     mask = torch.cat([mask.new_ones(batch, cached_len), mask], dim=-1)
                 if mask.shape != (batch, total_len):
-                    raise ValueError(f"attention_mask must be [B={batch}, {total_len}] (cached + new tokens) or "
+                    raise ValueError(f"`attention_mask` must be [B={batch}, {total_len}] (cached + new tokens) or "
                                      f"[B, {q_len}], got {tuple(attention_mask.shape)}")
                 key_valid = mask
                 positions = (mask.long().cumsum(-1) - 1)[:, -q_len:].clamp_min(0)   # count of earlier real tokens

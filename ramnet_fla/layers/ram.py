@@ -20,14 +20,19 @@ from einops import rearrange
 from fla.layers.utils import get_layer_cache, repad_hidden_states, unpad_hidden_states, update_layer_cache
 
 from ramnet_fla.fla_cpu.modules import FusedRMSNormGated, ShortConvolution
-from ramnet_fla.ops.ram import RAMState, chunk_ram, fused_recurrent_ram
+from ramnet_fla.ops.ram import RAMState, SparseRAMState, chunk_ram, fused_recurrent_ram
 from ramnet_fla.ops.ram.cape import resolve_cape_heads
+from ramnet_fla.utils.checks import check_attention_mask
 from ramnet_fla.utils.compile import reject_under_compile
 
 if TYPE_CHECKING:
     from fla.models.cache_utils import Cache
 
 MODES = ('chunk', 'fused_recurrent')
+STATE_FORMATS = ('auto', 'dense', 'sparse')
+# 'auto' keeps only the written slots from M = 4**8 slots per head on: a dense table of 65,536 slots
+# of 65 floats is 17 MB per head and sequence, while 8,192 tokens with K = 8 write at most 65,536.
+SPARSE_FROM_SLOTS = 4 ** 8
 ADDRESS_CONV_INITS = (None, 'shift')
 # dtypes that `float32_address_projections` keeps the address parameters out of (model.to(bfloat16), .half())
 LOW_PRECISION_DTYPES = (torch.float16, torch.bfloat16)
@@ -93,6 +98,10 @@ class RAMAttention(nn.Module):
             exact. Default: True.
         norm_eps (float): epsilon of the per-head output RMSNorm. Default: 1e-5.
         layer_idx (int): this layer's index in fla's Cache (needed with `past_key_values`).
+        state_format (str): the decoding state kept in the Cache: 'dense' (RAMState, the [M, V] table
+            per head), 'sparse' (SparseRAMState, only the slots ever written; inference-only, no
+            beam reordering through fla's Cache) or 'auto' (sparse from M >= 4**8 slots on).
+            Default: 'auto'.
 
     Parameters depend on M only through U*d_p: q_proj, k_proj [H*U*d_p x hidden]; v_proj, g_proj
     [H*V x hidden]; gamma_proj [H x hidden] (+ bias; gamma = softplus); read_log_temperature and
@@ -118,6 +127,7 @@ class RAMAttention(nn.Module):
         tie_address_projections: bool = False,
         address_conv_init: str | None = None,
         float32_address_projections: bool = True,
+        state_format: str = 'auto',
     ) -> None:
         super().__init__()
         self.hidden_size = _positive_int('hidden_size', hidden_size)
@@ -167,6 +177,11 @@ class RAMAttention(nn.Module):
             raise TypeError("`float32_address_projections` must be a bool, "
                             f"got {type(float32_address_projections).__name__}")
         self.float32_address_projections = float32_address_projections
+        if state_format not in STATE_FORMATS:
+            raise ValueError(f"`state_format` must be one of {STATE_FORMATS}, got {state_format!r}")
+        if state_format == 'auto':
+            state_format = 'sparse' if self.num_slots >= SPARSE_FROM_SLOTS else 'dense'
+        self.state_format = state_format
 
         H, V = self.num_heads, self.head_dim
         self.logit_dim = self.num_factors * self.factor_dim          # U * d_p per head
@@ -243,7 +258,7 @@ class RAMAttention(nn.Module):
     def extra_repr(self) -> str:
         return (f"heads={self.num_heads}, head_dim={self.head_dim}, slots={self.factor_dim}**{self.num_factors}"
                 f"={self.num_slots}, topk={self.topk}, cape_heads={[h for h, c in enumerate(self.cape) if c]}, "
-                f"mode={self.mode!r}")
+                f"mode={self.mode!r}, state_format={self.state_format!r}")
 
     def _address_logits(self, hidden_states, conv_state_q, conv_state_k, use_cache, cu_seqlens):
         """Read and write logits q, k: [B, T, H*U*d_p] float32 (float64 for float64 inputs), with their
@@ -278,18 +293,15 @@ class RAMAttention(nn.Module):
             raise ValueError(
                 f"`hidden_states` must be [B, T, hidden_size={self.hidden_size}], got {tuple(hidden_states.shape)}"
             )
-        if attention_mask is not None and attention_mask.ndim != 2:
-            raise ValueError(
-                "`attention_mask` must be a 0/1 padding mask of shape [batch_size, seq_len] (0 = padding); "
-                f"got shape {tuple(attention_mask.shape)}"
-            )
         if attention_mask is not None and torch.compiler.is_compiling():
             reject_under_compile('attention_mask')
+        cu_seqlens = kwargs.get('cu_seqlens')
+        if cu_seqlens is None:                                      # packed input ignores the mask
+            check_attention_mask(attention_mask, hidden_states)
         batch_size, q_len, _ = hidden_states.shape
         mode = 'fused_recurrent' if q_len == 1 else self.mode
 
         last_state = get_layer_cache(self, past_key_values)
-        cu_seqlens = kwargs.get('cu_seqlens')
         hidden_states, indices, cu_seqlens = unpad_hidden_states(hidden_states, cu_seqlens, attention_mask, q_len)
 
         # q, k: [B, T, H*U*d_p] read / write logits (float32, see `float32_address_projections`); v: [B, T, H*V]
@@ -314,7 +326,9 @@ class RAMAttention(nn.Module):
 
         recurrent_state = None
         if last_state is not None and last_state.get('recurrent_state') is not None:
-            recurrent_state = RAMState(*last_state['recurrent_state'])       # cache maps may give a plain tuple
+            recurrent_state = last_state['recurrent_state']
+            if not isinstance(recurrent_state, SparseRAMState):
+                recurrent_state = RAMState(*recurrent_state)                  # cache maps may give a plain tuple
         ram = chunk_ram if mode == 'chunk' else fused_recurrent_ram
         o, recurrent_state = ram(
             q, k, v, gamma,
@@ -324,6 +338,7 @@ class RAMAttention(nn.Module):
             initial_state=recurrent_state,
             output_final_state=bool(use_cache),
             cu_seqlens=cu_seqlens,
+            state_format=self.state_format if use_cache else None,
         )
         o = o.to(value_dtype)                                                 # [B, T, H, V]
 

@@ -84,3 +84,24 @@ def mixer_with_address_prior(spec, tie: bool = True, shift: bool = True):
     factory.__name__ = f"{spec['name']}+prior" if tie and shift else f"{spec['name']}+{'tie' if tie else 'shift'}"
     factory.spec = dict(spec, address_prior={'tie': tie, 'shift': shift})
     return factory
+
+
+def address_prior_problem(spec, hidden_size: int = 64) -> str | None:
+    """Why the prior cannot be given to the registered mixer `spec` (None: it can).
+
+    RAMAttention has it as options; another mixer needs fla's `q_proj`/`k_proj` of one shape and its
+    q/k short convolutions, which a mixer built at `hidden_size` (layer 0) is checked for.
+    """
+    spec = normalize_spec(spec)
+    if spec['name'] == 'ram':
+        return None if spec.get('use_short_conv') else 'it is built without short convolutions'
+    mixer = build_mixer(spec, hidden_size, 0)
+    projections = [getattr(mixer, name, None) for name in ('q_proj', 'k_proj')]
+    if not all(isinstance(p, nn.Linear) for p in projections):
+        return 'it has no q_proj and k_proj'
+    if projections[0].weight.shape != projections[1].weight.shape:
+        return 'its q_proj and k_proj differ in shape'
+    convs = [getattr(mixer, name, None) for name in ('q_conv1d', 'k_conv1d')]
+    if any(c is None for c in convs) or convs[1].weight.shape[-1] < 2:
+        return 'it has no q/k short convolutions'
+    return None

@@ -309,14 +309,40 @@ def _progress_bar(run: MQARRun, enabled: bool):
                 leave=False, dynamic_ncols=True)
 
 
+# what every record of `train_mqar` holds, checked when a results file is read back
+RECORD_FIELDS = {'key': str, 'mixer': str, 'accuracy': (int, float)}
+
+
 def load_results(path: str | os.PathLike) -> list[dict]:
-    """The records of a results file, or [] if it does not exist yet."""
+    """The records of a results file, or [] if it does not exist yet.
+
+    A file that is not JSON (e.g. truncated), not a list, or holds anything but `train_mqar`
+    records raises a ValueError naming it; the file is left as it is.
+    """
     if not os.path.exists(path):
         return []
-    with open(path) as f:
-        records = json.load(f)
+    if not os.path.isfile(path):
+        raise ValueError(f"results file {path} is not a file")
+    try:
+        with open(path) as f:
+            records = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"results file {path} is not valid JSON (truncated?): {error}") from error
     if not isinstance(records, list):
-        raise ValueError(f"results file {path} must hold a JSON list of records, got {type(records).__name__}")
+        raise ValueError(f"results file {path} must hold a JSON list of MQAR records, got {type(records).__name__}")
+    for i, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise ValueError(f"results file {path}: item {i} is a {type(record).__name__}, not an MQAR record")
+        wrong = [name for name, kind in RECORD_FIELDS.items()
+                 if not isinstance(record.get(name), kind) or isinstance(record.get(name), bool)]
+        if wrong:
+            raise ValueError(f"results file {path}: item {i} is not an MQAR record (missing or wrong {wrong})")
+        try:
+            config = json.loads(record['key'])
+        except json.JSONDecodeError:
+            config = None
+        if not isinstance(config, dict):
+            raise ValueError(f"results file {path}: item {i} has a `key` that is not a run configuration")
     return records
 
 

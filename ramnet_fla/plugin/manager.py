@@ -3,7 +3,9 @@
 ramnet_fla's own mixers are listed once, in `BUILTIN_PLUGINS`, and registered directly (as datasette
 registers its default plugins); the entry-point group `ramnet_fla` is for third-party plugins. An
 entry point that names a built-in module (the metadata of an install that predates this rule) is
-skipped, so a built-in is never loaded twice.
+skipped, so a built-in is never loaded twice; one from another distribution that merely uses a
+built-in's name (`gla = "pkg.mod"`) is loaded as `"<distribution>:gla"`. An entry-point module that
+implements no hook (e.g. its functions lack `@hookimpl`) is reported and dropped.
 
 A plugin that fails to import, to register or to run its registration hook is reported by name
 (a `PluginLoadWarning`, and `plugin_manager.failures`) and skipped; the others keep working.
@@ -132,6 +134,13 @@ class RAMNetPluginManager(pluggy.PluginManager):
         except Exception as error:                                 # noqa: BLE001 - any plugin bug
             self._report(name, f"failed to load from {source}: {type(error).__name__}: {error}")
             return False
+        if not self.get_hookcallers(plugin):                       # registered, but it does nothing
+            self.unregister(plugin)
+            unmarked = sorted(n for n in dir(plugin) if n.startswith(NAME + '_') and callable(getattr(plugin, n)))
+            hint = (f": it defines {unmarked} without the `@ramnet_fla.hookimpl` marker" if unmarked
+                    else f"; known hooks: {sorted(n for n in vars(spec) if n.startswith(NAME + '_'))}")
+            self._report(name, f"from {source} registers no mixer and implements no hook{hint}")
+            return False
         self.sources[name] = source
         return True
 
@@ -152,8 +161,10 @@ class RAMNetPluginManager(pluggy.PluginManager):
                 continue
             dist = getattr(entry_point, 'dist', None)
             origin = f" ({dist.name} {dist.version})" if dist is not None else ''
-            self.load_plugin(entry_point.name, entry_point.load,
-                             f"entry point {group}:{entry_point.name} = {entry_point.value}{origin}")
+            name = entry_point.name
+            if name in BUILTIN_PLUGINS and dist is not None:
+                name = f"{dist.name}:{name}"                       # a built-in's name: qualify it, load it
+            self.load_plugin(name, entry_point.load, f"entry point {group}:{entry_point.name} = {entry_point.value}{origin}")
 
     def _report(self, name: str, message: str) -> None:
         self.failures[name] = message

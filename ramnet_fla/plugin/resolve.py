@@ -93,16 +93,25 @@ def build_mixer(spec, hidden_size: int, layer_idx: int | None):
 
     Calls the registered `factory(hidden_size=hidden_size, layer_idx=layer_idx, **kwargs)`.
     Raises UnknownMixerError (listing the known mixers) for an unknown name, TypeError for
-    arguments the factory does not take, ValueError for values it rejects.
+    arguments the factory does not take, ValueError for values it rejects, RuntimeError for any
+    other failure of the factory; each message names the mixer, its plugin and the layer.
     """
     spec = normalize_spec(spec)
     name = spec.pop('name')
     info = get_mixer(name)
     _check_factory_arguments(info, spec)
+    where = f"mixer {name!r} (plugin {info.plugin!r})" + ('' if layer_idx is None else f" for layer {layer_idx}")
     try:
         mixer = info.factory(hidden_size=hidden_size, layer_idx=layer_idx, **spec)
     except AssertionError as error:                                 # fla layers check with assert
-        raise ValueError(f"mixer {name!r} rejected its arguments {spec}: {error}") from error
+        raise ValueError(f"{where} rejected its arguments {spec}: {error}") from error
+    except (TypeError, ValueError) as error:                        # the factory's own argument checks
+        if type(error) in (TypeError, ValueError):
+            raise type(error)(f"{where}: {error}") from error
+        error.add_note(f"raised by {where}")                        # a subclass keeps its type
+        raise
+    except Exception as error:                                      # noqa: BLE001 - any plugin bug
+        raise RuntimeError(f"{where} failed to build: {type(error).__name__}: {error}") from error
     if not isinstance(mixer, nn.Module):
         raise TypeError(f"the factory of mixer {name!r} (plugin {info.plugin!r}) returned "
                         f"{type(mixer).__name__}, expected a torch.nn.Module")

@@ -46,3 +46,29 @@ def check_cu_seqlens(cu_seqlens, batch: int, seq_len: int, device: torch.device 
     if any(b < a for a, b in zip(bounds[:-1], bounds[1:])):
         raise ValueError(f"`cu_seqlens` must be non-decreasing, got {bounds}")
     return cu_seqlens.long()
+
+
+def check_attention_mask(attention_mask, hidden_states: torch.Tensor) -> None:
+    """fla's padding mask: [B, T_total] with 1 (or True) = token, 0 = padding, T_total >= T.
+
+    hidden_states: [B, T, ...], the tokens of this call. The mask may cover the whole context while
+    decoding (fla's layers then read its last T columns); shorter than T, another batch size or
+    values other than 0/1 are errors. Bool, integer and floating masks holding only 0 and 1 pass.
+    """
+    if attention_mask is None:
+        return
+    if not isinstance(attention_mask, torch.Tensor):
+        raise TypeError(f"`attention_mask` must be a torch.Tensor of shape [batch_size, seq_len], "
+                        f"got {type(attention_mask).__name__}")
+    batch, seq_len = hidden_states.shape[:2]
+    if attention_mask.ndim != 2:
+        raise ValueError("`attention_mask` must be a [batch_size, seq_len] 0/1 padding mask (0 = padding), "
+                         f"got shape {tuple(attention_mask.shape)}")
+    if attention_mask.shape[0] != batch or attention_mask.shape[1] < seq_len:
+        raise ValueError(f"`attention_mask` must be [batch_size={batch}, >= seq_len={seq_len}] (its last {seq_len} "
+                         f"columns belong to these tokens), got shape {tuple(attention_mask.shape)}")
+    if attention_mask.is_complex():
+        raise TypeError(f"`attention_mask` must be bool or hold 0/1 numbers, got {attention_mask.dtype}")
+    if attention_mask.dtype != torch.bool and not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
+        bad = attention_mask[(attention_mask != 0) & (attention_mask != 1)][:4].tolist()
+        raise ValueError(f"`attention_mask` must hold only 0 (padding) and 1 (token), got values such as {bad}")

@@ -11,8 +11,8 @@ from einops import rearrange
 from fla.layers.utils import get_layer_cache, repad_hidden_states, unpad_hidden_states, update_layer_cache
 
 from ramnet_fla.fla_cpu.dispatch import CPUDispatch
-from ramnet_fla.fla_cpu.layers.utils import check_attention_mask
 from ramnet_fla.fla_cpu.modules import make_cpu_capable
+from ramnet_fla.utils.checks import check_attention_mask
 
 
 def cpu_capable_init(fla_class: type[nn.Module]):
@@ -52,10 +52,15 @@ class CPUCapableLayer(CPUDispatch):
     - `gate_torch(o, hidden_states)`: output norm and gate; returns [B, T, H * V].
     """
 
+    def forward(self, hidden_states, attention_mask=None, *args, **kwargs):
+        """Checks the padding mask (on every device; fla's forward does not), then dispatches."""
+        if kwargs.get('cu_seqlens') is None:                        # packed input ignores the mask
+            check_attention_mask(attention_mask, hidden_states)
+        return super().forward(hidden_states, attention_mask, *args, **kwargs)
+
     def forward_torch(self, hidden_states, attention_mask=None, past_key_values=None, use_cache=False,
                       output_attentions=False, **kwargs):
         """hidden_states: [B, T, hidden_size] -> (o [B, T, hidden_size], None, past_key_values)."""
-        check_attention_mask(attention_mask)
         batch_size, q_len, _ = hidden_states.shape
         last_state = get_layer_cache(self, past_key_values)
         hidden_states, indices, cu_seqlens = unpad_hidden_states(hidden_states, kwargs.get('cu_seqlens'),

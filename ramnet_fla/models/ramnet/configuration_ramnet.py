@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping, Sequence
 
 from fla.models.configuration_utils import validate_loss_config
@@ -10,6 +11,14 @@ from transformers.configuration_utils import PreTrainedConfig
 
 from ramnet_fla.plugin.resolve import layer_mixer_spec, normalize_spec
 from ramnet_fla.utils.checks import check_int
+
+
+def _check_positive_number(name: str, value) -> None:
+    """`value` must be a finite real number > 0 (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"`{name}` must be a number, got {type(value).__name__} ({value!r})")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"`{name}` must be a finite number > 0, got {value!r}")
 
 
 class RAMNetConfig(PreTrainedConfig):
@@ -20,7 +29,8 @@ class RAMNetConfig(PreTrainedConfig):
     Args:
         mixers: the token mixer of each layer: a list of names or dicts {"name": ..., **kwargs}
             (kwargs go to the mixer's factory along with hidden_size and layer_idx). A list
-            shorter than num_hidden_layers repeats: ["ram", "attention"] alternates. A single
+            shorter than num_hidden_layers repeats: ["ram", "attention"] alternates; a longer one is an
+            error. A single
             name or dict means every layer. Default: ["ram"] (pure RAM-Net). Plugins may still
             override a layer's choice (hook `ramnet_fla_select_mixer`).
         vocab_size, hidden_size, num_hidden_layers: the usual sizes.
@@ -69,6 +79,27 @@ class RAMNetConfig(PreTrainedConfig):
         check_int('vocab_size', vocab_size, minimum=1)
         check_int('hidden_size', hidden_size, minimum=1)
         check_int('num_hidden_layers', num_hidden_layers, minimum=1)
+        if len(mixers) > num_hidden_layers:
+            raise ValueError(f"`mixers` lists {len(mixers)} mixers but the model has `num_hidden_layers` = "
+                             f"{num_hidden_layers}: the last {len(mixers) - num_hidden_layers} would never be used")
+        if hidden_ratio is not None:
+            _check_positive_number('hidden_ratio', hidden_ratio)
+        if intermediate_size is not None:
+            check_int('intermediate_size', intermediate_size, minimum=1)
+        check_int('max_position_embeddings', max_position_embeddings, minimum=1)
+        _check_positive_number('norm_eps', norm_eps)
+        _check_positive_number('initializer_range', initializer_range)
+        if pad_token_id is not None:
+            check_int('pad_token_id', pad_token_id, minimum=0, maximum=vocab_size - 1)
+        for name, value in (('bos_token_id', bos_token_id), ('eos_token_id', eos_token_id)):
+            if value is not None and not isinstance(value, list):        # transformers allows a list of eos ids
+                check_int(name, value, minimum=0)
+        for name, value in (('use_cache', use_cache), ('tie_word_embeddings', tie_word_embeddings),
+                            ('fuse_norm', fuse_norm), ('fuse_swiglu', fuse_swiglu), ('use_l2warp', use_l2warp),
+                            ('fuse_cross_entropy', fuse_cross_entropy),
+                            ('fuse_linear_cross_entropy', fuse_linear_cross_entropy)):
+            if not isinstance(value, bool):
+                raise TypeError(f"`{name}` must be a bool, got {type(value).__name__} ({value!r})")
         if hidden_act not in ('swish', 'powlu'):
             raise ValueError(f"`hidden_act` must be 'swish' or 'powlu' (fla's GatedMLP), got {hidden_act!r}")
         validate_loss_config(fuse_cross_entropy=fuse_cross_entropy, fuse_linear_cross_entropy=fuse_linear_cross_entropy)

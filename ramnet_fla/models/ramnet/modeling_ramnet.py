@@ -20,6 +20,7 @@ from transformers.utils import logging
 from ramnet_fla.models.ramnet.configuration_ramnet import RAMNetConfig
 from ramnet_fla.fla_cpu.modules import GatedMLP, RMSNorm
 from ramnet_fla.utils.backend import use_fla_kernels
+from ramnet_fla.utils.checks import check_tensor
 
 if TYPE_CHECKING:
     from fla.models.cache_utils import Cache
@@ -60,6 +61,24 @@ class RAMNetBlock(GradientCheckpointingLayer):
     def mixer_name(self) -> str:
         return self.mixer_spec['name']
 
+    def _check_mixer_output(self, output, hidden_states: torch.Tensor) -> None:
+        """The mixer must keep fla's layer contract: a sequence (o [B, T, hidden], attentions,
+        past_key_values) with o the shape of its input. Shapes only (no device sync); a wrong form is
+        a TypeError, a wrong shape a ValueError (it would otherwise broadcast into the residual)."""
+        where = f"mixer {self.mixer_name!r} at layer {self.layer_idx}"
+        expected = "expected a tuple (o, attentions, past_key_values) as fla's layers return"
+        if not isinstance(output, (tuple, list)):
+            raise TypeError(f"{where} returned a {type(output).__name__}; {expected}")
+        if len(output) != 3:
+            raise TypeError(f"{where} returned a {type(output).__name__} of {len(output)} items; {expected}")
+        o = output[0]
+        if not isinstance(o, torch.Tensor):
+            raise TypeError(f"{where} returned o of type {type(o).__name__}; expected a torch.Tensor "
+                            f"{tuple(hidden_states.shape)}")
+        if o.shape != hidden_states.shape:
+            raise ValueError(f"{where} returned o of shape {tuple(o.shape)}; expected its input's shape "
+                             f"{tuple(hidden_states.shape)} [B, T, hidden_size]")
+
     def forward(
         self,
         hidden_states: torch.Tensor,
@@ -73,7 +92,7 @@ class RAMNetBlock(GradientCheckpointingLayer):
         """hidden_states: [B, T, hidden] -> (hidden_states, attentions, past_key_values, None)."""
         residual = hidden_states
         hidden_states = self.attn_norm(hidden_states)
-        hidden_states, attentions, past_key_values = self.attn(
+        output = self.attn(
             hidden_states=hidden_states,
             attention_mask=attention_mask,
             past_key_values=past_key_values,
@@ -81,6 +100,8 @@ class RAMNetBlock(GradientCheckpointingLayer):
             output_attentions=output_attentions,
             **kwargs,
         )
+        self._check_mixer_output(output, hidden_states)
+        hidden_states, attentions, past_key_values = output
         if self.config.fuse_norm:
             hidden_states, residual = self.mlp_norm(hidden_states, residual, True)
         else:
@@ -114,6 +135,25 @@ class RAMNetModel(RAMNetPreTrainedModel, FLAModel):
         self.gradient_checkpointing = False
         self.post_init()
 
+    def _check_inputs(self, input_ids, inputs_embeds) -> None:
+        """input_ids: [B, T] integers in [0, vocab_size) (one min/max read back, so a bad id is named
+        here and not in an embedding's index error or a device-side assert); inputs_embeds: [B, T, hidden]."""
+        if input_ids is not None:
+            check_tensor('input_ids', input_ids, 2, '[B, T]')
+            if input_ids.dtype.is_floating_point or input_ids.is_complex() or input_ids.dtype == torch.bool:
+                raise TypeError(f"`input_ids` must hold integer token ids, got {input_ids.dtype}")
+            if input_ids.numel():
+                low, high = (int(x) for x in torch.aminmax(input_ids))
+                vocab_size = self.embeddings.num_embeddings                 # follows resize_token_embeddings
+                if low < 0 or high >= vocab_size:
+                    raise ValueError(f"`input_ids` must lie in [0, vocab_size={vocab_size}), "
+                                     f"got ids from {low} to {high}")
+        if inputs_embeds is not None:
+            check_tensor('inputs_embeds', inputs_embeds, 3, '[B, T, hidden_size]')
+            if inputs_embeds.shape[-1] != self.config.hidden_size:
+                raise ValueError(f"`inputs_embeds` must be [B, T, hidden_size={self.config.hidden_size}], "
+                                 f"got {tuple(inputs_embeds.shape)}")
+
     def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, past_key_values=None, **kwargs):
         """As fla's FLAModel.forward. transformers >= 5.2x hands the decoding cache back as `cache=`
         (fla 0.6 reads only `past_key_values`, so it would silently decode without state): accept both."""
@@ -122,6 +162,7 @@ class RAMNetModel(RAMNetPreTrainedModel, FLAModel):
             if past_key_values is not None and past_key_values is not cache:
                 raise ValueError("pass the decoding cache as `past_key_values` or as `cache`, not two different ones")
             past_key_values = cache
+        self._check_inputs(input_ids, inputs_embeds)
         return super().forward(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
                                past_key_values=past_key_values, **kwargs)
 
@@ -140,6 +181,11 @@ class RAMNetForCausalLM(RAMNetPreTrainedModel, FLAForCausalLM, FLAUnsupportedCac
         self.post_init()
 
     def _compute_logits_and_loss(self, hidden_states, labels=None, logits_to_keep=0, **kwargs):
+        if labels is not None:
+            if not isinstance(labels, torch.Tensor) or labels.shape != hidden_states.shape[:2]:
+                shape = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
+                raise ValueError(f"`labels` must be [B, T] = {tuple(hidden_states.shape[:2])} like the inputs "
+                                 f"(the model shifts them itself), got {shape}")
         if use_fla_kernels(hidden_states) or self.criterion is not None:
             return super()._compute_logits_and_loss(hidden_states, labels, logits_to_keep, **kwargs)
         # fla's fused (linear) cross entropy is Triton-only: on the CPU the same loss in PyTorch

@@ -16,6 +16,12 @@ from ramnet_fla.utils.checks import check_cu_seqlens, check_int, check_tensor
 from ramnet_fla.utils.compile import reject_under_compile
 
 
+# Flat slot indices are int64: M = d_p ** U must stay below 2**63.
+MAX_SLOTS = 2 ** 63
+# Positions (tokens consumed per sequence) stay below 2**62: position + T and index + position fit int64.
+MAX_POSITION = 2 ** 62
+
+
 @dataclass(frozen=True)
 class RAMShape:
     """Sizes of one call, after checking.
@@ -51,7 +57,13 @@ def check_address_args(width: int, num_factors, topk, logits_name: str = 'logits
             f"factor_dim = {logits_name}.shape[-1] // num_factors must be >= 2, got {factor_dim} "
             f"(width {width}, num_factors {num_factors})"
         )
-    num_slots = factor_dim ** num_factors
+    num_slots = factor_dim ** num_factors                     # a Python int: exact, however large
+    if num_slots >= MAX_SLOTS:
+        raise ValueError(
+            f"the address space M = factor_dim ** num_factors = {factor_dim}**{num_factors} must be < 2**63 "
+            f"(flat slot indices are int64), got num_factors={num_factors} with factor width d_p={factor_dim}: "
+            f"use fewer factors or narrower ones"
+        )
     if topk > num_slots:
         raise ValueError(f"`topk` must be <= the number of slots M = {factor_dim}**{num_factors} = {num_slots}, got {topk}")
     return num_factors, factor_dim, num_slots
@@ -89,8 +101,14 @@ def check_initial_state(initial_state, shape: RAMShape, device: torch.device) ->
             raise ValueError(f"`initial_state.{name}` must be on the inputs' device {device}, got {x.device}")
     if not memory.dtype.is_floating_point or not mass.dtype.is_floating_point:
         raise TypeError(f"`initial_state.memory` and `.mass` must be floating point, got {memory.dtype}, {mass.dtype}")
-    if position.dtype.is_floating_point or position.dtype == torch.bool:
+    if position.dtype.is_floating_point or position.dtype.is_complex or position.dtype == torch.bool:
         raise TypeError(f"`initial_state.position` must be an integer tensor, got {position.dtype}")
+    wide = position.long()                                  # int32 would wrap the 2**62 bound
+    if position.numel() > 0 and bool(((wide < 0) | (wide >= MAX_POSITION)).any()):
+        raise ValueError(
+            "`initial_state.position` (tokens consumed per sequence) must be in [0, 2**62), so that "
+            f"positions and CAPE shifts stay within int64, got values in [{int(wide.min())}, {int(wide.max())}]"
+        )
     return RAMState(memory, mass, position)
 
 

@@ -13,6 +13,7 @@ import torch
 from ramnet_fla.ops.ram.backends import backend_for
 from ramnet_fla.ops.ram.cape import cape_shift
 from ramnet_fla.ops.ram.common import RAMCall, prepare_call
+from ramnet_fla.ops.ram.slot_store import resolve_state_format, store_chunk_ram
 from ramnet_fla.ops.ram.state import RAMState
 
 
@@ -38,7 +39,7 @@ def chunk_forward(q, k, v, gamma, call: RAMCall, output_final_state: bool) -> tu
 
     memory0 = mass0 = None
     if state is not None:
-        memory0, mass0 = state.memory.to(dtype), state.mass.to(dtype)
+        memory0, mass0 = state.memory.to(dtype).contiguous(), state.mass.to(dtype).contiguous()   # rows are viewed flat
     o, memory, mass = backend.chunk_read_write(
         read_log_prob.exp().to(dtype), write_log_prob.exp().to(dtype), v.flatten(0, 1), gamma.flatten(0, 1),
         memory0, mass0, read_slot, write_slot, call.sequence_ids, N, M, output_final_state,
@@ -60,6 +61,7 @@ def chunk_ram(
     initial_state: RAMState | None = None,
     output_final_state: bool = False,
     cu_seqlens: torch.LongTensor | None = None,
+    state_format: str | None = None,
 ) -> tuple[torch.Tensor, RAMState | None]:
     """RAM-Net over whole sequences in parallel (training and prefill).
 
@@ -71,14 +73,23 @@ def chunk_ram(
         num_factors: U; M = d_p ** U slots per head.
         topk: K slots read and written per token.
         cape: CAPE on every head (bool) or per head ([H] bools).
-        initial_state: RAMState with memory [N, H, M, V], mass [N, H, M], position [N].
+        initial_state: RAMState with memory [N, H, M, V], mass [N, H, M], position [N], or a
+            SparseRAMState / TieredRAMState of those sizes.
         output_final_state: return the state after the last token (a new table; the initial one is
-            not modified).
+            not modified, except a TieredRAMState, which is advanced in place and returned).
         cu_seqlens: [N+1] offsets of packed sequences (then B == 1); positions restart at 0 (plus the
             initial state's position) for every sequence.
+        state_format: the final state's format: None (that of `initial_state`, dense without one),
+            'dense' (RAMState), 'sparse' (SparseRAMState: only the written slots, built without any
+            dense table) or 'tiered' (needs a TieredRAMState `initial_state`). Sparse and tiered
+            final states are inference-only (see `slot_store.py`).
 
     Returns:
-        o: [B, T, H, V] in v's dtype; the final RAMState (float32) or None.
+        o: [B, T, H, V] in v's dtype; the final state (float32; float64 for float64 inputs) or None.
     """
+    initial_state, state_format = resolve_state_format(initial_state, state_format)
+    if state_format != 'dense':
+        return store_chunk_ram(q, k, v, gamma, num_factors, topk, cape, initial_state, output_final_state,
+                               cu_seqlens, state_format)
     call = prepare_call(q, k, v, gamma, num_factors, topk, cape, initial_state, cu_seqlens)
     return chunk_forward(q, k, v, gamma, call, output_final_state)

@@ -102,20 +102,22 @@ class RAMCall:
         return self.start + self.lengths
 
     def writable_state(self) -> RAMState:
-        """The state a decoding step updates in place: the initial state itself when it is contiguous
-        and in the compute dtype, else a converted copy; a zero state when there is none."""
+        """The state a decoding step advances in place, as a whole or not at all.
+
+        The initial state itself when its memory and mass are contiguous in the compute dtype and its
+        position is int64 (all on the inputs' device, as checked); otherwise converted copies of all
+        three, so that the caller's tensors stay untouched; a zero state when there is none.
+        """
         shape, state = self.shape, self.initial_state
         if state is None:
             return RAMState.zeros(shape.num_sequences, shape.num_heads, shape.num_slots, shape.value_dim,
                                   device=self.device, dtype=self.dtype)
         memory, mass, position = state
-        if memory.dtype != self.dtype or not memory.is_contiguous():
-            memory = memory.to(self.dtype).contiguous()
-        if mass.dtype != self.dtype or not mass.is_contiguous():
-            mass = mass.to(self.dtype).contiguous()
-        if position.dtype != torch.long:
-            position = position.long()
-        return RAMState(memory, mass, position)
+        if (memory.dtype == mass.dtype == self.dtype and memory.is_contiguous() and mass.is_contiguous()
+                and position.dtype == torch.long):
+            return RAMState(memory, mass, position)
+        return RAMState(memory.to(self.dtype, copy=True).contiguous(), mass.to(self.dtype, copy=True).contiguous(),
+                        position.to(torch.long, copy=True))
 
 
 def prepare_call(q, k, v, gamma, num_factors, topk, cape, initial_state, cu_seqlens) -> RAMCall:

@@ -18,20 +18,29 @@ def naive_address(logits: torch.Tensor, num_factors: int, topk: int) -> tuple[to
     """The K most likely addresses of the product softmax, by a plain beam search over factors.
 
     logits: [..., U*d_p] -> (flat slot indices [..., K] int64, log-probabilities [..., K]), best
-    first, differentiable through autograd. Exact: a prefix outside the K best prefixes cannot
-    complete into the Top-K, since the K better prefixes completed with its suffix beat it.
+    first, ties to the lower flat index, differentiable through autograd. Exact under the total
+    order (log-probability desc, flat index asc): the completions of two prefixes by one suffix are
+    ordered as the prefixes are, so a prefix outside the K best cannot complete into the Top-K.
+    A row with a factor whose log-softmax is not a number (a NaN or +inf logit) gets NaN
+    log-probabilities and the indices 0..K-1.
     """
     factor_dim = logits.shape[-1] // num_factors
     log_probs = logits.unflatten(-1, (num_factors, factor_dim)).log_softmax(-1)     # [..., U, d_p]
+    bad = log_probs.isnan().flatten(-2).any(-1)                                    # [...]
     digits = torch.arange(factor_dim, device=logits.device)
     score = log_probs.new_zeros(*logits.shape[:-1], 1)                             # the empty prefix
     index = torch.zeros(score.shape, dtype=torch.long, device=logits.device)
     for u in range(num_factors):
-        # extend every prefix by every digit of factor u (place value d_p ** u), keep the best K
+        # extend every prefix by every digit of factor u (place value d_p ** u), keep the best K:
+        # sort by index, then stably by descending score
         score = (score[..., :, None] + log_probs[..., u, None, :]).flatten(-2)     # [..., beam * d_p]
         index = (index[..., :, None] + digits * factor_dim ** u).flatten(-2)
-        score, best = score.topk(min(topk, score.shape[-1]), dim=-1)
-        index = index.gather(-1, best)
+        index, order = index.sort(dim=-1)
+        score = score.gather(-1, order)
+        score, best = score.sort(dim=-1, descending=True, stable=True)
+        score, index = score[..., :topk], index.gather(-1, best[..., :topk])
+    index = torch.where(bad[..., None], torch.arange(topk, device=logits.device), index)
+    score = torch.where(bad[..., None], log_probs.sum((-2, -1))[..., None], score)   # NaN, with a gradient path
     return index, score
 
 
@@ -116,6 +125,9 @@ def naive_recurrent_ram(
     o = o.reshape(B, T, H, V).to(out_dtype)
     final_state = None
     if output_final_state:
-        final_state = RAMState(torch.stack(memories), torch.stack(masses),
-                               torch.tensor(positions, dtype=torch.long, device=device))
+        if not memories:                                                  # no sequences (B = 0)
+            final_state = RAMState.zeros(0, H, M, V, device=device, dtype=dtype)
+        else:
+            final_state = RAMState(torch.stack(memories), torch.stack(masses),
+                                   torch.tensor(positions, dtype=torch.long, device=device))
     return o, final_state

@@ -5,7 +5,8 @@ Both backend packages export the same host functions, each around one autograd F
 - `address_topk(logits [R, U*d_p], num_factors, topk)` -> (index [R, K] int64, log_prob [R, K]);
 - `chunk_read_write(read_weight, write_weight, v, gamma, memory0, mass0, read_slot, write_slot,
   sequence_ids, num_sequences, num_slots, output_final_state)` -> (o, memory, mass);
-- `fused_recurrent_inplace(q, k, v, gamma, call, state)` -> o, advancing `state` (not its position).
+- `fused_recurrent_inplace(q, k, v, gamma, call, state)` -> o, advancing `state` (not its position;
+  `state` comes from `RAMCall.writable_state`).
 
 Nothing here imports the public ops: data flows op -> backend only.
 """

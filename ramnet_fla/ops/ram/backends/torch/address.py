@@ -4,8 +4,10 @@ An address over M = d_p ** U slots is one digit a_u in [0, d_p) per factor u; it
 sum_u a_u * d_p ** u (factor 0 least significant) and its log-probability is
 sum_u log_softmax(logits[u*d_p:(u+1)*d_p])[a_u]. The K most likely addresses are found exactly,
 without enumerating M, by a beam search over factors: keep the K best prefixes, extend each by
-the d_p digits of the next factor, keep the best K. A prefix outside the best K cannot complete
-into the Top-K, because the K better prefixes completed with its suffix beat it.
+the d_p digits of the next factor, keep the best K. "Best" is the total order (score desc, flat
+index asc), in every implementation (docs/op.md, "Ties and non-finite logits"). A prefix outside
+the best K cannot complete into the Top-K, because the K better prefixes completed with its suffix
+beat it: a common suffix keeps the order of two prefixes, scores and indices alike.
 
 Two implementations of that search: `merge_beam_topk` (sorting networks over packed keys, for many
 float32 rows) and `ranked_beam_topk` (one Top-K per factor, for everything else).
@@ -39,7 +41,8 @@ MERGE_MIN_ROWS = 512
 
 
 def _pack(score: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """float32 scores and int64 indices (< 2**29) -> float64 keys ordered by score, then lower index.
+    """float32 scores and int64 indices (< 2**29) -> float64 keys ordered by score, then lower index
+    (for negative keys, more index bits make a larger magnitude: a smaller key).
 
     Scores are kept in [-float32 max, -float32 tiny] (log-probabilities are <= 0): no key is an
     infinity, NaN or subnormal, so comparisons stay exact with flush-to-zero.
@@ -52,6 +55,12 @@ def _unpack(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """float64 keys -> (float32 scores, int64 indices), exactly as packed."""
     bits = key.view(torch.int64)
     return (bits & ~_INDEX_MASK).view(torch.float64).to(torch.float32), bits & _INDEX_MASK
+
+
+def _unclamp(score: torch.Tensor) -> torch.Tensor:
+    """Undo `_pack`'s clamp on final scores: -float32 max back to -inf (an impossible address, whose
+    sums stay pinned there), -float32 tiny back to 0 (a saturated address)."""
+    return torch.where(score <= _SCORE_MIN, float('-inf'), torch.where(score >= _SCORE_MAX, 0.0, score))
 
 
 def _sort_bitonic(x: torch.Tensor) -> torch.Tensor:
@@ -103,26 +112,75 @@ def merge_beam_topk(log_probs: torch.Tensor, topk: int) -> tuple[torch.Tensor, t
             lists = _merge_pairs(lists, limit)
         beam = lists[0]
     score, index = _unpack(beam[:topk])
-    return index, score
+    return index, _unclamp(score)
 
 
 def ranked_beam_topk(log_probs: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The beam search with one Top-K per factor over all K*d_p candidates: any dtype and d_p.
 
-    log_probs: [U, d_p, R]. Returns (indices [K, R] int64, scores [K, R]), best first; the scores
-    are sums over factors in factor order, in log_probs' dtype.
+    log_probs: [U, d_p, R]. Returns (indices [K, R] int64, scores [K, R]), best first, ties to the
+    lower flat index; the scores are sums over factors in factor order, in log_probs' dtype.
+    float32 with M <= 2**29 selects on the packed keys of `merge_beam_topk` (distinct keys: `topk`
+    has no ties to break, and both regimes give the same bits); other cases use a stable sort.
     """
     num_factors, factor_dim, rows = log_probs.shape
+    if log_probs.dtype == torch.float32 and factor_dim ** num_factors <= _INDEX_MASK + 1:
+        return _packed_beam_topk(log_probs, topk)
+    return _sorted_beam_topk(log_probs, topk)
+
+
+def _digit_offsets(num_factors: int, factor_dim: int, device: torch.device) -> torch.Tensor:
+    """[U, d_p, 1, 1] int64: digit a of factor u adds a * d_p**u to the flat index."""
+    place = torch.tensor([factor_dim ** u for u in range(num_factors)], device=device)
+    return (torch.arange(factor_dim, device=device) * place[:, None])[:, :, None, None]
+
+
+def _packed_beam_topk(log_probs: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`ranked_beam_topk` for float32, M <= 2**29: the beam's scores are clamped at every factor as
+    `_pack` does in `merge_beam_topk`, so that both compute the same sums; each Top-K runs on keys."""
+    num_factors, factor_dim, rows = log_probs.shape
+    offsets = _digit_offsets(num_factors, factor_dim, log_probs.device)
+    score, index = log_probs[0].clamp(_SCORE_MIN, _SCORE_MAX), offsets[0, :, 0].expand(factor_dim, rows)
+    for u in range(1, num_factors + 1):
+        if score.shape[0] > topk or u == num_factors:
+            key = (score.to(torch.float64).view(torch.int64) | index).view(torch.float64)   # as `_pack`
+            bits = key.topk(min(topk, score.shape[0]), dim=0).values.view(torch.int64)     # best first
+            index = bits & _INDEX_MASK
+            score = (bits ^ index).view(torch.float64).to(torch.float32)
+        if u == num_factors:
+            break
+        score = (log_probs[u][:, None, :] + score).flatten(0, 1).clamp_(_SCORE_MIN, _SCORE_MAX)   # [d_p*b, R]
+        index = (index + offsets[u]).flatten(0, 1)
+    return index, _unclamp(score)
+
+
+def _sorted_beam_topk(log_probs: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`ranked_beam_topk` for any dtype and M: between factors the beam is kept in ascending index
+    order, so the candidates (digit-major: digit * d_p**u + prefix, prefix < d_p**u) are in ascending
+    index order too, and a stable sort by descending score orders them by (score, lower index)."""
+    num_factors, factor_dim, rows = log_probs.shape
+    offsets = _digit_offsets(num_factors, factor_dim, log_probs.device)
     score = log_probs.new_zeros(1, rows)                    # [b, R], b = beam width so far
     index = torch.zeros(1, rows, dtype=torch.long, device=log_probs.device)
-    digits = torch.arange(factor_dim, device=log_probs.device)
     for u in range(num_factors):
+        last = u == num_factors - 1
         score = (log_probs[u][:, None, :] + score).flatten(0, 1)                        # [d_p*b, R]
-        index = (index + (digits * factor_dim ** u)[:, None, None]).flatten(0, 1)
-        if score.shape[0] > topk or u == num_factors - 1:
-            score, best = score.topk(min(topk, score.shape[0]), dim=0)   # sorted, best first
-            index = index.gather(0, best)
+        index = (index + offsets[u]).flatten(0, 1)
+        if score.shape[0] <= topk and not last:
+            continue
+        width = min(topk, score.shape[0])
+        score, best = score.sort(dim=0, descending=True, stable=True)
+        score, index = score[:width], index.gather(0, best[:width])
+        if not last:                                        # the beam back in ascending index order
+            index, order = index.sort(dim=0)
+            score = score.gather(0, order)
     return index, score
+
+
+def non_finite_rows(log_probs: torch.Tensor) -> torch.Tensor:
+    """[R] bool: rows with a factor whose log-softmax is not a number (a NaN or +inf logit, or a
+    factor of only -inf logits). log_probs: [U, d_p, R]."""
+    return log_probs.sum((0, 1)).isnan()                   # log-probs are <= 0: only a NaN sums to NaN
 
 
 @torch.no_grad()
@@ -131,13 +189,19 @@ def beam_topk(log_probs: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.T
 
     log_probs: [U, d_p, R] from `factor_log_probs`. Many float32 rows with d_p a power of two take
     `merge_beam_topk`; the rest (decoding, float64, other d_p, M > 2**29) `ranked_beam_topk`.
-    Both are exact; ties may be broken differently.
+    Both are exact and order ties by the lower flat index. A non-finite row (`non_finite_rows`)
+    gets NaN scores and the indices 0..K-1 (elementwise: no host sync).
     """
     num_factors, factor_dim, rows = log_probs.shape
     if (rows >= MERGE_MIN_ROWS and log_probs.dtype == torch.float32 and factor_dim & (factor_dim - 1) == 0
             and factor_dim ** num_factors <= _INDEX_MASK + 1):
-        return merge_beam_topk(log_probs, topk)
-    return ranked_beam_topk(log_probs, topk)
+        index, score = merge_beam_topk(log_probs, topk)
+    else:
+        index, score = ranked_beam_topk(log_probs, topk)
+    bad = non_finite_rows(log_probs)                                                       # [R]
+    index = torch.where(bad, torch.arange(topk, device=index.device)[:, None], index)
+    score = torch.where(bad, float('nan'), score)
+    return index, score
 
 
 class TorchRAMAddressFunction(torch.autograd.Function):

@@ -32,7 +32,7 @@ import triton
 import triton.language as tl
 from fla.utils import autocast_custom_bwd, autocast_custom_fwd, autotune_cache_kwargs, input_guard
 
-from ramnet_fla.ops.ram.backends.triton.utils import CLAMP, EPS, log1p, pdma_retain, tl_dtype
+from ramnet_fla.ops.ram.backends.triton.utils import CLAMP, EPS, check_block, log1p, pdma_retain, tl_dtype
 
 
 @triton.heuristics({
@@ -314,6 +314,7 @@ def chunk_ram_fwd(read_weight, write_weight, v, gamma, memory0, mass0, segments,
             K=K, V=V, BV=BV, ACC=ACC,
         )
     o = torch.empty(num_tokens, H, V, dtype=v.dtype, device=device)
+    check_block('`topk`', triton.next_power_of_2(K) * BV, f"a token's read rows next_pow2(topk={K}) x {BV}")
     if num_tokens * H > 0:
         chunk_ram_fwd_o_kernel[(num_tokens * H, NV)](
             read_weight, read_memory, read_mass, o, num_tokens * H,

@@ -18,7 +18,14 @@ import triton
 import triton.language as tl
 from fla.utils import autotune_cache_kwargs, input_guard
 
-from ramnet_fla.ops.ram.backends.triton.utils import EPS, address_blocks, beam_topk_row, pdma_retain, tl_dtype
+from ramnet_fla.ops.ram.backends.triton.utils import (
+    EPS,
+    address_blocks,
+    beam_topk_row,
+    check_block,
+    pdma_retain,
+    tl_dtype,
+)
 from ramnet_fla.ops.ram.common import RAMCall
 from ramnet_fla.ops.ram.state import RAMState
 
@@ -121,6 +128,8 @@ def fused_recurrent_inplace(q, k, v, gamma, call: RAMCall, state: RAMState) -> t
     shape = call.shape
     B, T, H, V, N = shape.batch, shape.seq_len, shape.num_heads, shape.value_dim, shape.num_sequences
     BD, BK = address_blocks(shape.factor_dim, shape.topk)
+    check_block('`topk` or the value width V of `v`', BK * triton.next_power_of_2(V),
+                f"the K rows of a step next_pow2(topk={shape.topk}) x next_pow2(V={V})")
     o = torch.empty(B, T, H, V, dtype=v.dtype, device=v.device)
     if B * T > 0 and N * H > 0:
         fused_recurrent_ram_fwd_kernel[(N * H,)](

@@ -1,0 +1,63 @@
+"""--quick and --sweep at a tiny scale: equal parameter counts, the records, table and plot, reuse."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import replace
+
+import pytest
+
+from ramnet_fla.lm import jobs
+
+FIELDS = ('mixer', 'num_params', 'tokens', 'bits_per_byte', 'recall_hit_loss', 'other_loss', 'copy_loss',
+          'tokens_per_second')
+
+
+@pytest.fixture
+def tiny_recipe(monkeypatch, text_file, data_dir):
+    pytest.importorskip('matplotlib')
+    recipe = replace(jobs.RECIPE, data=(text_file,), tokenizer='bytes', hidden_size=32, seq_len=64, batch_size=2,
+                     steps=2, warmup_steps=1, eval_every=1, eval_windows=2, final_eval_windows=3, copy_examples=2,
+                     log_every=1, ckpt_every=1)
+    monkeypatch.setattr(jobs, 'RECIPE', recipe)
+    monkeypatch.setattr(jobs, 'NUM_HEADS', 2)
+    monkeypatch.setattr(jobs, 'SWEEP_LRS', (1e-3, 3e-3))
+
+
+def _args(out, data_dir, **extra):
+    return argparse.Namespace(out=str(out), steps=None, data_dir=data_dir, threads=1, no_progress=True, settings=None,
+                              **extra)
+
+
+def test_quick_job_records_every_model_at_equal_size(tiny_recipe, tmp_path, data_dir, capsys):
+    assert jobs.run_quick(_args(tmp_path, data_dir)) == 0
+    with open(tmp_path / 'results.json') as f:
+        records = json.load(f)
+    assert [r['mixer'] for r in records] == list(jobs.MODELS)
+    for record in records:
+        assert all(record[k] is not None for k in FIELDS), record
+        assert abs(record['num_params'] / records[1]['num_params'] - 1) < 0.02       # within 2% of gla
+        assert record['curve'][-1][0] == record['tokens'] == 2 * 2 * 64
+    assert os.path.getsize(tmp_path / 'lm_quick.png') > 10_000
+    out = capsys.readouterr().out
+    assert 'parameter budget' in out and 'vs gla' in out and '1.00x' in out
+    assert jobs.run_quick(_args(tmp_path, data_dir)) == 0                           # finished runs are reused
+    assert capsys.readouterr().out.count('reusing') == len(jobs.MODELS)
+
+
+def test_sweep_covers_lr_and_short_conv_and_feeds_quick(tiny_recipe, tmp_path, data_dir, capsys, monkeypatch):
+    monkeypatch.setattr(jobs, 'MODELS', {k: jobs.MODELS[k] for k in ('ram', 'attention')})
+    assert jobs.run_sweep(_args(tmp_path / 'sweep', data_dir)) == 0
+    with open(tmp_path / 'sweep' / 'sweep.json') as f:
+        records = json.load(f)
+    assert [(r["mixer"], r["short_conv"], r["lr"]) for r in records] == [
+        ('ram', False, 1e-3), ('ram', False, 3e-3), ('ram', True, 1e-3), ('ram', True, 3e-3),
+        ('attention', False, 1e-3), ('attention', False, 3e-3)]
+    specs = {r['short_conv']: r['mixer_specs'][0] for r in records if r['mixer'] == 'ram'}
+    assert specs[True]['use_short_conv'] is True and specs[False]['use_short_conv'] is False
+    best = jobs._settings_from_sweep(str(tmp_path / 'sweep' / 'sweep.json'))
+    ram_best = min((r for r in records if r['mixer'] == 'ram'), key=lambda r: r['bits_per_byte'])
+    assert best['ram'] == {'lr': ram_best['lr'], 'short_conv': ram_best['short_conv']}
+    assert 'best per model' in capsys.readouterr().out
