@@ -138,6 +138,7 @@ def plot_medium(rows: list[dict], path: str, title: str | None = None) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     pair_counts = sorted({r['num_kv_pairs'] for r in rows})
     fig, axes = plt.subplots(1, len(pair_counts), figsize=(5.2 * len(pair_counts), 4.2), squeeze=False)
@@ -158,15 +159,16 @@ def plot_medium(rows: list[dict], path: str, title: str | None = None) -> None:
                                 textcoords='offset points', xytext=(4, 4))
         ax.plot([], [], marker='o', mfc='none', color='gray', ls='none', label='RAM active state (hollow)')
         ax.set_xscale('log')
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_ylim(-0.03, 1.03)
         ax.set_xlabel('state size per sequence, 2 layers (entries, log)')
-        ax.set_ylabel('MQAR accuracy, held out (mean, min..max over seeds)')
+        ax.set_ylabel('accuracy, held out\n(mean; bars: min..max over seeds)')
         ax.set_title(f"T={group[0]['seq_len']}, {pairs} key/value pairs, width {group[0]['d_model']}")
         ax.grid(alpha=0.3, which='both')
         ax.legend(fontsize=7, loc='best')
     vocab = rows[0]['vocab_size'] if rows else '?'
-    fig.suptitle(title or f"MQAR accuracy against state size (vocabulary {vocab:,}, best of the learning rates "
-                          "per seed)", fontsize=10)
+    fig.suptitle(title or f"MQAR accuracy against state size\n(vocabulary {vocab:,}; per seed the best "
+                          "learning rate)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -179,6 +181,7 @@ def plot_accuracy_vs_m(rows: list[dict], path: str, title: str | None = None) ->
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     ram = [r for r in rows if r['num_slots'] is not None]
     fig, ax = plt.subplots(figsize=(6.2, 4.2))
@@ -187,13 +190,16 @@ def plot_accuracy_vs_m(rows: list[dict], path: str, title: str | None = None) ->
         params = sorted(r['num_params'] for r in members)
         color, marker = _STYLE.get(fam, ('gray', 'x'))
         span = f"{params[0]:,}" if params[0] == params[-1] else f"{params[0]:,}..{params[-1]:,}"
+        pair_style = {16: ':', 32: '--'}.get(pairs, '-')
         _errorbar(ax, members, lambda r: r['num_slots'], f"{fam}, {pairs} pairs ({span} params)",
-                  marker=marker, linestyle='-' if fam.endswith('prior') else '--',
-                  alpha=1.0 if pairs == max(p for p, _ in {(r['num_kv_pairs'], 0) for r in ram}) else 0.6)
-    ax.set_xscale('log', base=2)
+                  color=color, marker=marker, linestyle=pair_style, alpha=1.0 if pair_style == '-' else 0.7)
+    ax.set_xscale('log')
+    slots = sorted({r['num_slots'] for r in ram})
+    ax.set_xticks(slots, [f"{m:,}" for m in slots])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel('memory slots M = d_p ** U (log)')
-    ax.set_ylabel('MQAR accuracy, held out (mean, min..max over seeds)')
+    ax.set_ylabel('accuracy, held out\n(mean; bars: min..max over seeds)')
     ax.grid(alpha=0.3, which='both')
     ax.legend(fontsize=7)
     seq_len = ram[0]['seq_len'] if ram else '?'
