@@ -57,8 +57,12 @@ def _run_medium(args: argparse.Namespace, results_path: str) -> int:
     points = medium_points(args.steps) if args.steps else medium_points()
     learning_rates = tuple(args.lr) if args.lr else MEDIUM_LEARNING_RATES
     print(medium_plan(points, learning_rates=learning_rates), flush=True)
+    def log(r: dict) -> None:
+        print(f"{r['mixer']} pairs={r['num_kv_pairs']} seed={r['seed']} lr={r['lr']:g}: accuracy {r['accuracy']:.3f} "
+              f"after {r['steps']} steps, {r['seconds']:.0f} s", flush=True)
+
     records = run_medium(points, results_path, learning_rates=learning_rates, device=args.device or None,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, on_record=log)
     summary = summarize_seeds(records)
     print(format_table(summary))
     plot_medium(summary, os.path.join(args.out, 'mqar_medium.png'))

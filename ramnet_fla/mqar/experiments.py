@@ -130,16 +130,23 @@ def medium_points(steps: int = MEDIUM_STEPS) -> list[MQARRun]:
     Each is a (mixer, task, width) configuration; `run_medium` trains it at every seed and rate.
     """
     width, heads = 64, 2
+    ram = {m: ram_spec(u, d, num_heads=heads) for m, (u, d) in
+           ((d ** u, (u, d)) for u, d in MEDIUM_RAM_ADDRESSES)}
+    baseline = {name: _baseline_spec(name, width // heads) for name in ('gla', 'deltanet', 'gated_deltanet')}
+    # the target comparison first (RAM at M = 4,096 against the baselines its active state bounds),
+    # then the rest of the M range, then RAM without the prior, then the smaller pair counts
+    order = [('ram', 4096), ('deltanet', None), ('ram', 65536), ('gated_deltanet', None), ('ram', 512),
+             ('gla', None), ('ram', 64)]
     points = []
-    for u, d in MEDIUM_RAM_ADDRESSES:
-        points.append(_medium_run(f"ram-M{d ** u}", ram_spec(u, d, num_heads=heads), 64, width, steps, prior=True))
-    for name in ('gla', 'deltanet', 'gated_deltanet'):
-        points.append(_medium_run(f"{name}-d32", _baseline_spec(name, width // heads), 64, width, steps, prior=True))
-    points.append(_medium_run('ram-M4096', ram_spec(6, 4, num_heads=heads), 64, width, steps, prior=False))
+    for name, slots in order:
+        if name == 'ram':
+            points.append(_medium_run(f"ram-M{slots}", ram[slots], 64, width, steps, prior=True))
+        else:
+            points.append(_medium_run(f"{name}-d32", baseline[name], 64, width, steps, prior=True))
+    points.append(_medium_run('ram-M4096', ram[4096], 64, width, steps, prior=False))
     for pairs in (16, 32):
-        points.append(_medium_run('ram-M4096', ram_spec(6, 4, num_heads=heads), pairs, width, steps, prior=True))
-        points.append(_medium_run('deltanet-d32', _baseline_spec('deltanet', width // heads), pairs, width, steps,
-                                  prior=True))
+        points.append(_medium_run('ram-M4096', ram[4096], pairs, width, steps, prior=True))
+        points.append(_medium_run('deltanet-d32', baseline['deltanet'], pairs, width, steps, prior=True))
     return points
 
 

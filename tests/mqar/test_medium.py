@@ -30,8 +30,10 @@ def test_medium_points_cover_the_grid():
         assert (p.task.seq_len, p.task.vocab_size, p.d_model) == (256, 8192, 64)
         assert p.task.num_kv_pairs in (16, 32, 64) and p.steps == 150 and p.seed == 0
     at_64 = [n for n, pairs in names if pairs == 64]
-    assert at_64[:4] == ['ram-M64+prior', 'ram-M512+prior', 'ram-M4096+prior', 'ram-M65536+prior'], \
-        "the target panel comes first, M growing"
+    assert at_64[:2] == ['ram-M4096+prior', 'deltanet-d32+prior'], "the target comparison comes first"
+    assert [n for n in at_64 if n.startswith('ram') and n.endswith('+prior')] == [
+        'ram-M4096+prior', 'ram-M65536+prior', 'ram-M512+prior', 'ram-M64+prior']
+    assert names.index(('ram-M4096', 64)) < names.index(('ram-M4096+prior', 16)), "the 64-pair panel first"
     assert {'gla-d32+prior', 'deltanet-d32+prior', 'gated_deltanet-d32+prior', 'ram-M4096'} <= set(at_64)
     assert {n for n, pairs in names if pairs in (16, 32)} == {'ram-M4096+prior', 'deltanet-d32+prior'}
     assert MEDIUM_SEEDS == (0, 1, 2) and sorted(MEDIUM_LEARNING_RATES) == [3e-4, 1e-3, 3e-3]
