@@ -75,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
         os.makedirs(args.out, exist_ok=True)
     except OSError as error:
         args.parser.error(f"argument --out: cannot create {args.out!r}: {error.strerror or error}")
+    if args.medium:
+        return _run_medium(args, results_path)
     if args.full:
         runs = full_runs(args.seed, args.steps or 4000, prior=not args.no_prior)
         learning_rates = args.lr or FULL_LEARNING_RATES
@@ -104,11 +106,34 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_medium(args: argparse.Namespace, results_path: str) -> int:
+    """--medium: `ramnet_fla.mqar.experiments.medium_points`, trained by `run_medium`, plotted by report."""
+    from ramnet_fla.mqar.experiments import MEDIUM_LEARNING_RATES, medium_plan, medium_points, run_medium
+    from ramnet_fla.mqar.report import format_table, plot_accuracy_vs_m, plot_medium, summarize_seeds
+    points = medium_points(args.steps) if args.steps else medium_points()
+    learning_rates = tuple(args.lr) if args.lr else MEDIUM_LEARNING_RATES
+    print(medium_plan(points, learning_rates=learning_rates), flush=True)
+    def log(r: dict) -> None:
+        print(f"{r['mixer']} pairs={r['num_kv_pairs']} seed={r['seed']} lr={r['lr']:g}: accuracy {r['accuracy']:.3f} "
+              f"after {r['steps']} steps, {r['seconds']:.0f} s", flush=True)
+
+    records = run_medium(points, results_path, learning_rates=learning_rates, device=args.device or None,
+                         progress=not args.no_progress, on_record=log)
+    summary = summarize_seeds(records)
+    print(format_table(summary))
+    plot_medium(summary, os.path.join(args.out, 'mqar_medium.png'))
+    plot_accuracy_vs_m(summary, os.path.join(args.out, 'mqar_medium_vs_m.png'))
+    print(f"\nresults: {results_path}\nplots:   {args.out}/mqar_medium.png, {args.out}/mqar_medium_vs_m.png")
+    return 0
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser('mqar', help='MQAR recall benchmark: RAM-Net vs GLA vs DeltaNet',
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument('--quick', action='store_true', help='ram vs gla vs deltanet, T=64, 16 pairs, width 64 (default)')
+    mode.add_argument('--medium', action='store_true',
+                      help='T=256 sweep over M, seeds and lrs, sized for about 3 h of one CPU core (resumable)')
     mode.add_argument('--full', action='store_true', help='the full Figure-3-style sweep (long; resumable)')
     parser.add_argument('--seed', type=int_at_least(0), default=0)
     parser.add_argument('--out', default='runs/mqar', help='output folder (default runs/mqar)')

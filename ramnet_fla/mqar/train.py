@@ -138,7 +138,9 @@ class MLP(nn.Module):
 class MQARModel(nn.Module):
     """Embedding, pre-norm residual blocks of (mixer[, MLP]), final norm, tied head.
 
-    forward(input_ids [B, T]) -> logits [B, T, vocab].
+    forward(input_ids [B, T]) -> logits [B, T, vocab]; forward(input_ids, positions) with a boolean
+    positions [B, T] -> logits [N, vocab] of the N selected positions only (what MQAR's loss and
+    accuracy need: the head over 8,192 tokens at every position would cost more than the mixers).
     """
 
     def __init__(self, vocab_size: int, d_model: int, layer_specs: Sequence[MixerSpec], mlp: bool = False) -> None:
@@ -153,13 +155,15 @@ class MQARModel(nn.Module):
         self.head.weight = self.embedding.weight
         nn.init.normal_(self.embedding.weight, std=0.02)
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
         x = self.embedding(input_ids)
         for i, mixer in enumerate(self.mixers):
             out = mixer(self.mixer_norms[i](x))
             x = x + (out[0] if isinstance(out, tuple) else out)
             if self.mlps is not None:
                 x = x + self.mlps[i](self.mlp_norms[i](x))
+        if positions is not None:
+            x = x[positions]                                          # [N, d_model]
         return self.head(self.final_norm(x))
 
 
@@ -202,8 +206,10 @@ def evaluate(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, batch
         x = inputs[start:start + batch_size].to(device)
         y = labels[start:start + batch_size].to(device)
         mask = y != IGNORE_INDEX
-        prediction = model(x).argmax(-1)
-        correct += (prediction[mask] == y[mask]).sum().item()
+        # an MQARModel runs its head at the query positions only; any other model gives [B, T, vocab]
+        logits = model(x, mask) if isinstance(model, MQARModel) else model(x)[mask]
+        prediction = logits.argmax(-1)                                # [N]
+        correct += (prediction == y[mask]).sum().item()
         total += mask.sum().item()
     model.train(was_training)
     return correct / max(total, 1)
@@ -251,8 +257,9 @@ def train_mqar(run: MQARRun, device: torch.device | str | None = None, progress:
         batch = permutation[cursor:cursor + run.batch_size]
         cursor += run.batch_size
         x, y = train_x[batch].to(device), train_y[batch].to(device)
-        logits = model(x)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), ignore_index=IGNORE_INDEX)
+        mask = y != IGNORE_INDEX
+        logits = model(x, mask)                                       # [N, vocab]: query positions only
+        loss = F.cross_entropy(logits.float(), y[mask])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -1,0 +1,108 @@
+"""`ramnet-fla mqar --medium`: the run list, the seed/lr protocol, the seed summary and its plots."""
+
+import json
+
+import pytest
+
+import ramnet_fla.cli.mqar as mqar_cli
+from ramnet_fla.cli import main
+from ramnet_fla.mqar.data import MQARTask
+from ramnet_fla.mqar.experiments import (MEDIUM_LEARNING_RATES, MEDIUM_SEEDS, medium_plan, medium_points,
+                                         run_medium)
+from ramnet_fla.mqar.report import plot_accuracy_vs_m, plot_medium, summarize_seeds
+from ramnet_fla.mqar.train import MQARRun, mixer_state_size
+
+PNG = b'\x89PNG\r\n\x1a\n'
+
+
+def _sizes(run: MQARRun) -> dict:
+    from ramnet_fla.mqar.train import MQARModel
+    model = MQARModel(run.task.vocab_size, run.d_model, run.layer_specs())
+    sizes = [mixer_state_size(s, m, run.d_model, run.task.seq_len) for s, m in zip(run.layer_specs(), model.mixers)]
+    return {'total': sum(s['total'] for s in sizes), 'active': sum(s['active'] for s in sizes)}
+
+
+def test_medium_points_cover_the_grid():
+    points = medium_points()
+    names = [(p.name, p.task.num_kv_pairs) for p in points]
+    assert len(set(names)) == len(names), "no point twice"
+    for p in points:
+        assert (p.task.seq_len, p.task.vocab_size, p.d_model) == (256, 8192, 64)
+        assert p.task.num_kv_pairs in (16, 32, 64) and p.steps == 150 and p.seed == 0
+    at_64 = [n for n, pairs in names if pairs == 64]
+    assert at_64[:2] == ['ram-M4096+prior', 'deltanet-d32+prior'], "the target comparison comes first"
+    assert [n for n in at_64 if n.startswith('ram') and n.endswith('+prior')] == [
+        'ram-M4096+prior', 'ram-M65536+prior', 'ram-M512+prior', 'ram-M64+prior']
+    assert names.index(('ram-M4096', 64)) < names.index(('ram-M4096+prior', 16)), "the 64-pair panel first"
+    assert {'gla-d32+prior', 'deltanet-d32+prior', 'gated_deltanet-d32+prior', 'ram-M4096'} <= set(at_64)
+    assert {n for n, pairs in names if pairs in (16, 32)} == {'ram-M4096+prior', 'deltanet-d32+prior'}
+    assert MEDIUM_SEEDS == (0, 1, 2) and sorted(MEDIUM_LEARNING_RATES) == [3e-4, 1e-3, 3e-3]
+
+
+def test_medium_state_sizes_span_ram_and_bound_the_baselines():
+    points = {p.name: p for p in medium_points() if p.task.num_kv_pairs == 64}
+    ram = {m: _sizes(points[f"ram-M{m}+prior"]) for m in (64, 512, 4096, 65536)}
+    # 2 layers x H=2 x M x (V=32 + 1); active 2 layers x 2 * K=8 * H * V, whatever M
+    assert {m: s['total'] for m, s in ram.items()} == {m: 2 * 2 * m * 33 for m in ram}
+    assert {s['active'] for s in ram.values()} == {2 * 2 * 8 * 2 * 32}
+    for name in ('gla-d32+prior', 'deltanet-d32+prior', 'gated_deltanet-d32+prior'):
+        sizes = _sizes(points[name])
+        assert sizes['total'] == sizes['active'] == 2 * 2 * 32 * 32, name
+        assert sizes['total'] <= 4 * ram[64]['active'], "the baselines the issue's target compares against"
+    # the address logits per head (parameters): 12 at M=64, 24 at 512 and 4,096, 32 at 65,536
+    specs = {m: points[f"ram-M{m}+prior"].mixer.spec for m in ram}
+    assert {m: s['num_factors'] * s['factor_dim'] for m, s in specs.items()} == {64: 12, 512: 24, 4096: 24, 65536: 32}
+
+
+def test_medium_plan_states_its_reductions_and_estimate():
+    plan = medium_plan(medium_points())
+    assert 'does not fit 3 h' in plan and 'dropped: width 128' in plan and 'seed 0' in plan
+    assert 'estimated time on 1 idle core' in plan
+
+
+def _tiny_point(label: str, mixer, **kwargs) -> MQARRun:
+    task = MQARTask(vocab_size=64, seq_len=16, num_kv_pairs=2)
+    return MQARRun(mixer=mixer, label=label, d_model=16, task=task, steps=2, batch_size=8, num_test=16,
+                   eval_every=1, target_accuracy=1.1, **kwargs)
+
+
+def test_run_medium_sweeps_lrs_on_the_first_seed_then_reuses_the_best(tmp_path):
+    ram = {'name': 'ram', 'num_heads': 2, 'use_short_conv': True, 'num_factors': 2, 'factor_dim': 4, 'topk': 2}
+    point = _tiny_point('ram-M16', ram)
+    path = tmp_path / 'results.json'
+    records = run_medium([point], path, seeds=(0, 1, 2), learning_rates=(1e-3, 3e-3), device='cpu', progress=False)
+    assert [(r['seed'], r['lr']) for r in records][:2] == [(0, 1e-3), (0, 3e-3)]
+    best = max(records[:2], key=lambda r: r['accuracy'])['lr']
+    assert [(r['seed'], r['lr']) for r in records[2:]] == [(1, best), (2, best)]
+    assert json.loads(path.read_text()) == records
+    # resumed: nothing trained again
+    before = path.read_text()
+    assert run_medium([point], path, seeds=(0, 1, 2), learning_rates=(1e-3, 3e-3), device='cpu',
+                      progress=False) == records
+    assert path.read_text() == before
+
+    rows = summarize_seeds(records)
+    row, = rows
+    accuracies = [max(r['accuracy'] for r in records if r['seed'] == s) for s in (0, 1, 2)]
+    assert row['seeds'] == [0, 1, 2] and row['accuracy'] == pytest.approx(sum(accuracies) / 3)
+    assert (row['accuracy_min'], row['accuracy_max']) == (min(accuracies), max(accuracies))
+    assert row['num_slots'] == 16 and row['family'] == 'ram'
+    plot_medium(rows, str(tmp_path / 'a.png'))
+    plot_accuracy_vs_m(rows, str(tmp_path / 'b.png'))
+    assert (tmp_path / 'a.png').read_bytes()[:8] == PNG and (tmp_path / 'b.png').read_bytes()[:8] == PNG
+
+
+def test_medium_command_runs_its_points_and_writes_plots(tmp_path, monkeypatch, capsys):
+    ram = {'name': 'ram', 'num_heads': 2, 'use_short_conv': True, 'num_factors': 2, 'factor_dim': 4, 'topk': 2}
+    tiny = [_tiny_point('ram-M16', ram), _tiny_point('deltanet', {'name': 'deltanet', 'num_heads': 2})]
+    monkeypatch.setattr(mqar_cli, 'medium_points', lambda *args: tiny)
+    out = tmp_path / 'medium'
+    assert main(['mqar', '--medium', '--out', str(out), '--threads', '1', '--no-progress', '--lr', '1e-3']) == 0
+    records = json.loads((out / 'results.json').read_text())
+    assert sorted((r['mixer'], r['seed']) for r in records) == sorted(
+        (name, s) for name in ('ram-M16', 'deltanet') for s in (0, 1, 2))
+    assert all(r['lr'] == 1e-3 for r in records)
+    assert (out / 'mqar_medium.png').read_bytes()[:8] == PNG
+    assert (out / 'mqar_medium_vs_m.png').read_bytes()[:8] == PNG
+    printed = capsys.readouterr().out
+    assert 'does not fit 3 h' in printed and 'ram-M16' in printed
