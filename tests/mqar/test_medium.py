@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-import ramnet_fla.cli.mqar as mqar_cli
+import ramnet_fla.mqar.experiments as mqar_experiments
 from ramnet_fla.cli import main
 from ramnet_fla.mqar.data import MQARTask
 from ramnet_fla.mqar.experiments import (MEDIUM_LEARNING_RATES, MEDIUM_SEEDS, medium_plan, medium_points,
@@ -95,7 +95,7 @@ def test_run_medium_sweeps_lrs_on_the_first_seed_then_reuses_the_best(tmp_path):
 def test_medium_command_runs_its_points_and_writes_plots(tmp_path, monkeypatch, capsys):
     ram = {'name': 'ram', 'num_heads': 2, 'use_short_conv': True, 'num_factors': 2, 'factor_dim': 4, 'topk': 2}
     tiny = [_tiny_point('ram-M16', ram), _tiny_point('deltanet', {'name': 'deltanet', 'num_heads': 2})]
-    monkeypatch.setattr(mqar_cli, 'medium_points', lambda *args: tiny)
+    monkeypatch.setattr(mqar_experiments, "medium_points", lambda *args: tiny)
     out = tmp_path / 'medium'
     assert main(['mqar', '--medium', '--out', str(out), '--threads', '1', '--no-progress', '--lr', '1e-3']) == 0
     records = json.loads((out / 'results.json').read_text())

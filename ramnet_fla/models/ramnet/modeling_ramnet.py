@@ -137,12 +137,13 @@ class RAMNetModel(RAMNetPreTrainedModel, FLAModel):
 
     def _check_inputs(self, input_ids, inputs_embeds) -> None:
         """input_ids: [B, T] integers in [0, vocab_size) (one min/max read back, so a bad id is named
-        here and not in an embedding's index error or a device-side assert); inputs_embeds: [B, T, hidden]."""
+        here and not in an embedding's index error or a device-side assert; eager only, as torch.compile
+        cannot trace the data-dependent branch); inputs_embeds: [B, T, hidden]."""
         if input_ids is not None:
             check_tensor('input_ids', input_ids, 2, '[B, T]')
             if input_ids.dtype.is_floating_point or input_ids.is_complex() or input_ids.dtype == torch.bool:
                 raise TypeError(f"`input_ids` must hold integer token ids, got {input_ids.dtype}")
-            if input_ids.numel():
+            if input_ids.numel() and not torch.compiler.is_compiling():
                 low, high = (int(x) for x in torch.aminmax(input_ids))
                 vocab_size = self.embeddings.num_embeddings                 # follows resize_token_embeddings
                 if low < 0 or high >= vocab_size:

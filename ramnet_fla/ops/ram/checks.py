@@ -104,7 +104,8 @@ def check_initial_state(initial_state, shape: RAMShape, device: torch.device) ->
     if position.dtype.is_floating_point or position.dtype.is_complex or position.dtype == torch.bool:
         raise TypeError(f"`initial_state.position` must be an integer tensor, got {position.dtype}")
     wide = position.long()                                  # int32 would wrap the 2**62 bound
-    if position.numel() > 0 and bool(((wide < 0) | (wide >= MAX_POSITION)).any()):
+    # a host sync, so eager only: torch.compile cannot trace a data-dependent branch
+    if not torch.compiler.is_compiling() and position.numel() > 0 and bool(((wide < 0) | (wide >= MAX_POSITION)).any()):
         raise ValueError(
             "`initial_state.position` (tokens consumed per sequence) must be in [0, 2**62), so that "
             f"positions and CAPE shifts stay within int64, got values in [{int(wide.min())}, {int(wide.max())}]"
