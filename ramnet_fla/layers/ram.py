@@ -10,6 +10,7 @@ sigmoid output gate, output projection, repad.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -20,8 +21,8 @@ from einops import rearrange
 from fla.layers.utils import get_layer_cache, repad_hidden_states, unpad_hidden_states, update_layer_cache
 
 from ramnet_fla.fla_cpu.modules import FusedRMSNormGated, ShortConvolution
-from ramnet_fla.ops.ram import RAMState, SparseRAMState, chunk_ram, fused_recurrent_ram
-from ramnet_fla.ops.ram.cape import resolve_cape_heads
+from ramnet_fla.ops.ram import RAMState, SparseRAMState, chunk_ram, fused_recurrent_ram, ram_address
+from ramnet_fla.ops.ram.cape import cape_shift, resolve_cape_heads
 from ramnet_fla.utils.checks import check_attention_mask
 from ramnet_fla.utils.compile import reject_under_compile
 
@@ -34,6 +35,9 @@ STATE_FORMATS = ('auto', 'dense', 'sparse')
 # of 65 floats is 17 MB per head and sequence, while 8,192 tokens with K = 8 write at most 65,536.
 SPARSE_FROM_SLOTS = 4 ** 8
 ADDRESS_CONV_INITS = (None, 'shift')
+# `address_norm`'s epsilon: far below the square of the logits at fla's initialisation (about 1e-5
+# after a short convolution), so that it normalises them instead of shrinking them
+ADDRESS_NORM_EPS = 1e-12
 # dtypes that `float32_address_projections` keeps the address parameters out of (model.to(bfloat16), .half())
 LOW_PRECISION_DTYPES = (torch.float16, torch.bfloat16)
 
@@ -96,6 +100,16 @@ class RAMAttention(nn.Module):
             `MixedPrecisionPolicy(param_dtype=...)`) is used in its dtype and the logits upcast after
             the projection: shard the address projections with `param_dtype=torch.float32` to keep them
             exact. Default: True.
+        address_norm (bool): divide each head's read and write logits (all U*d_p of them) by their
+            root mean square before the temperature, as query/key normalisation does for attention: the
+            sharpness of the addresses is then set by the temperatures alone, not by the scale of the
+            projections (at fla's initialisation, std 0.02, the logits are near zero and every token
+            addresses M slots almost uniformly). Default: False.
+        address_temperature (float): the initial temperature of the read and write logits (the
+            learnable log-temperatures start at its log); below 1 sharpens the addresses. Default: 1.0.
+        decay_bias_init (float or None): the initial bias of `gamma_proj`, so gamma = softplus(bias)
+            for a zero input (larger: a written slot forgets more of its old content). None keeps the
+            model's initialisation (fla's: bias 0, gamma = softplus(0) = 0.69). Default: None.
         norm_eps (float): epsilon of the per-head output RMSNorm. Default: 1e-5.
         layer_idx (int): this layer's index in fla's Cache (needed with `past_key_values`).
         state_format (str): the decoding state kept in the Cache: 'dense' (RAMState, the [M, V] table
@@ -128,6 +142,9 @@ class RAMAttention(nn.Module):
         address_conv_init: str | None = None,
         float32_address_projections: bool = True,
         state_format: str = 'auto',
+        address_norm: bool = False,
+        address_temperature: float = 1.0,
+        decay_bias_init: float | None = None,
     ) -> None:
         super().__init__()
         self.hidden_size = _positive_int('hidden_size', hidden_size)
@@ -182,6 +199,17 @@ class RAMAttention(nn.Module):
         if state_format == 'auto':
             state_format = 'sparse' if self.num_slots >= SPARSE_FROM_SLOTS else 'dense'
         self.state_format = state_format
+        if not isinstance(address_norm, bool):
+            raise TypeError(f"`address_norm` must be a bool, got {type(address_norm).__name__}")
+        self.address_norm = address_norm
+        if isinstance(address_temperature, bool) or not isinstance(address_temperature, (int, float)) \
+                or not 0 < address_temperature < float('inf'):
+            raise ValueError(f"`address_temperature` must be a positive finite number, got {address_temperature!r}")
+        self.address_temperature = float(address_temperature)
+        if decay_bias_init is not None and (isinstance(decay_bias_init, bool) or not isinstance(decay_bias_init, (int, float))
+                                            or decay_bias_init != decay_bias_init or abs(decay_bias_init) == float('inf')):
+            raise ValueError(f"`decay_bias_init` must be None or a finite number, got {decay_bias_init!r}")
+        self.decay_bias_init = None if decay_bias_init is None else float(decay_bias_init)
 
         H, V = self.num_heads, self.head_dim
         self.logit_dim = self.num_factors * self.factor_dim          # U * d_p per head
@@ -191,8 +219,8 @@ class RAMAttention(nn.Module):
         self.v_proj = nn.Linear(hidden_size, H * V, bias=False)
         self.g_proj = nn.Linear(hidden_size, H * V, bias=False)
         self.gamma_proj = nn.Linear(hidden_size, H, bias=True)
-        self.read_log_temperature = nn.Parameter(torch.zeros(H))
-        self.write_log_temperature = nn.Parameter(torch.zeros(H))
+        self.read_log_temperature = nn.Parameter(torch.full((H,), math.log(self.address_temperature)))
+        self.write_log_temperature = nn.Parameter(torch.full((H,), math.log(self.address_temperature)))
         if use_short_conv:
             self.q_conv1d = ShortConvolution(H * self.logit_dim, conv_size, bias=conv_bias, activation='silu')
             self.k_conv1d = ShortConvolution(H * self.logit_dim, conv_size, bias=conv_bias, activation='silu')
@@ -200,6 +228,7 @@ class RAMAttention(nn.Module):
         self.o_norm = FusedRMSNormGated(V, eps=self.norm_eps, activation='sigmoid')
         self.o_proj = nn.Linear(H * V, hidden_size, bias=False)
         self._init_address_convs()
+        self._init_decay_bias()
 
     def address_parameters(self) -> Iterator[nn.Parameter]:
         """The parameters that produce the read/write logits: q_proj, k_proj (if not tied), their short
@@ -234,12 +263,19 @@ class RAMAttention(nn.Module):
         return super()._apply(keep_float32, recurse)
 
     def reset_parameters(self) -> None:
-        """Temperatures back to 1 (log 0) and the address convolutions' prior, if any; the projections
-        are initialised by their own modules."""
+        """Temperatures back to `address_temperature`, the address convolutions' prior and the decay
+        bias, where given; the projections are initialised by their own modules. fla's model
+        initialisation calls this after it has initialised the layer's Linear and Conv1d children."""
         with torch.no_grad():
-            self.read_log_temperature.zero_()
-            self.write_log_temperature.zero_()
+            self.read_log_temperature.fill_(math.log(self.address_temperature))
+            self.write_log_temperature.fill_(math.log(self.address_temperature))
         self._init_address_convs()
+        self._init_decay_bias()
+
+    def _init_decay_bias(self) -> None:
+        if self.decay_bias_init is not None:
+            with torch.no_grad():
+                self.gamma_proj.bias.fill_(self.decay_bias_init)
 
     def _init_address_convs(self) -> None:
         """`address_conv_init='shift'`: read conv = identity, write conv = one-token delay (newest tap last)."""
@@ -258,7 +294,9 @@ class RAMAttention(nn.Module):
     def extra_repr(self) -> str:
         return (f"heads={self.num_heads}, head_dim={self.head_dim}, slots={self.factor_dim}**{self.num_factors}"
                 f"={self.num_slots}, topk={self.topk}, cape_heads={[h for h, c in enumerate(self.cape) if c]}, "
-                f"mode={self.mode!r}, state_format={self.state_format!r}")
+                f"mode={self.mode!r}, state_format={self.state_format!r}"
+                + (", address_norm=True" if self.address_norm else "")
+                + (f", address_temperature={self.address_temperature:g}" if self.address_temperature != 1 else ""))
 
     def _address_logits(self, hidden_states, conv_state_q, conv_state_k, use_cache, cu_seqlens):
         """Read and write logits q, k: [B, T, H*U*d_p] float32 (float64 for float64 inputs), with their
@@ -276,6 +314,40 @@ class RAMAttention(nn.Module):
                 q, conv_state_q = self.q_conv1d(q, cache=conv_state_q, output_final_state=use_cache, cu_seqlens=cu_seqlens)
                 k, conv_state_k = self.k_conv1d(k, cache=conv_state_k, output_final_state=use_cache, cu_seqlens=cu_seqlens)
         return _at_least_float32(q), _at_least_float32(k), conv_state_q, conv_state_k
+
+    def _head_logits(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[..., H*U*d_p] logits -> [..., H, U*d_p]: RMS-normalised per head with `address_norm`, then
+        divided by the per-head temperatures exp(log_temperature)."""
+        read_scale = torch.exp(-self.read_log_temperature.to(q.dtype))[:, None]
+        write_scale = torch.exp(-self.write_log_temperature.to(k.dtype))[:, None]
+        q = rearrange(q, '... (h d) -> ... h d', h=self.num_heads)
+        k = rearrange(k, '... (h d) -> ... h d', h=self.num_heads)
+        if self.address_norm:
+            q = q * torch.rsqrt(q.square().mean(-1, keepdim=True) + ADDRESS_NORM_EPS)
+            k = k * torch.rsqrt(k.square().mean(-1, keepdim=True) + ADDRESS_NORM_EPS)
+        return q * read_scale, k * write_scale
+
+    @torch.no_grad()
+    def address_slots(self, hidden_states: torch.Tensor) -> dict[str, torch.Tensor]:
+        """For diagnostics: what a fresh forward of hidden_states [B, T, hidden] (unpadded sequences
+        starting at position 0) addresses. Returns 'read_slots' / 'write_slots' [B, T, H, K] int64 (after
+        CAPE), 'read_weights' / 'write_weights' [B, T, H, K] (the Top-K probabilities, float32) and
+        'gamma' [B, T, H] (the PDMA decay exponent)."""
+        if hidden_states.ndim != 3 or hidden_states.shape[-1] != self.hidden_size:
+            raise ValueError(
+                f"`hidden_states` must be [B, T, hidden_size={self.hidden_size}], got {tuple(hidden_states.shape)}"
+            )
+        q, k, _, _ = self._address_logits(hidden_states, None, None, False, None)
+        q, k = self._head_logits(q, k)
+        positions = torch.arange(hidden_states.shape[1], device=q.device).expand(hidden_states.shape[:2])
+        cape = torch.tensor(self.cape, device=q.device)
+        out = {}
+        for name, logits in (('read', q), ('write', k)):
+            slots, log_probs = ram_address(logits, self.num_factors, self.topk)
+            out[f'{name}_slots'] = cape_shift(slots, positions, cape, self.num_slots)
+            out[f'{name}_weights'] = log_probs.float().exp()
+        out['gamma'] = F.softplus(self.gamma_proj(hidden_states).float())
+        return out
 
     def forward(
         self,
@@ -314,12 +386,8 @@ class RAMAttention(nn.Module):
         if self.use_short_conv:
             v, conv_state_v = self.v_conv1d(v, cache=conv_state_v, output_final_state=use_cache, cu_seqlens=cu_seqlens)
 
-        # per-head temperatures in float32: logits / exp(log_temperature); q, k: [B, T, H, U*d_p], v: [B, T, H, V]
-        read_scale = torch.exp(-self.read_log_temperature.to(q.dtype))[:, None]
-        write_scale = torch.exp(-self.write_log_temperature.to(k.dtype))[:, None]
-        q = rearrange(q, '... (h d) -> ... h d', h=self.num_heads) * read_scale
-        k = rearrange(k, '... (h d) -> ... h d', h=self.num_heads) * write_scale
-        v = rearrange(v, '... (h d) -> ... h d', h=self.num_heads)
+        q, k = self._head_logits(q, k)                     # [B, T, H, U*d_p]
+        v = rearrange(v, '... (h d) -> ... h d', h=self.num_heads)          # [B, T, H, V]
         value_dtype = v.dtype
         v = v.to(q.dtype)            # the op takes one dtype; it computes in float32 anyway
         gamma = F.softplus(self.gamma_proj(hidden_states).float())            # [B, T, H], >= 0

@@ -6,7 +6,7 @@ width is chosen (`match_params`) so that its parameter count matches GLA's at fl
 width, within 2% (the mixers themselves stay at their defaults). Same tokens, order and schedule.
 
 --sweep trains each model at every learning rate of SWEEP_LRS with short convolutions off and on
-(attention has none), on the quick recipe; --quick trains each at the setting the sweep chose
+(attention has none), on the quick recipe (`--only` some models, `--lrs` other rates); --quick trains each at the setting the sweep chose
 (CHOSEN, recorded in docs/lm.md; `--settings SWEEP.json` takes them from a sweep's results).
 Both are resumable: a finished run (OUT/<run>/results.json with the same config) is reused, an
 interrupted one resumes from its last checkpoint.
@@ -127,9 +127,11 @@ def run_sweep(args) -> int:
     os.makedirs(out, exist_ok=True)
     _, target = _vocab_size(args)
     records = []
+    lrs = tuple(getattr(args, 'lrs', None) or SWEEP_LRS)
+    labels = getattr(args, 'only', None) or list(MODELS)
     # the middle learning rate of every model first: a sweep cut short still compares them all
-    for lr in sorted(SWEEP_LRS, key=lambda x: (x != SWEEP_LRS[len(SWEEP_LRS) // 2], SWEEP_LRS.index(x))):
-        for label in MODELS:
+    for lr in sorted(lrs, key=lambda x: (x != lrs[len(lrs) // 2], lrs.index(x))):
+        for label in labels:
             for short_conv in ((False, True) if HAS_SHORT_CONV[label] else (False,)):
                 config = replace(run_config(label, lr, short_conv, out, target, args.steps, args.threads,
                                             args.data_dir, not args.no_progress), copy_examples=0)

@@ -24,7 +24,8 @@ from ramnet_fla.lm.data import BatchSchedule, TokenData, ensure_prepared
 from ramnet_fla.lm.distributed import (World, broadcast_object, close_world, gradient_sync, init_world,
                                        mean_over_ranks, parallelize, world_size_from_env)
 from ramnet_fla.lm.evaluate import evaluate
-from ramnet_fla.lm.hooks import build_diagnostics, call_hooks
+from ramnet_fla.lm.diagnostics import build_diagnostics
+from ramnet_fla.lm.hooks import call_hooks
 from ramnet_fla.lm.metrics import MetricsLog
 from ramnet_fla.lm.model import build_config, build_model, check_mixers, count_params, match_params, spec_label
 from ramnet_fla.lm.optim import build_optimizer, build_schedule
@@ -240,6 +241,7 @@ def _train(config: TrainConfig, world: World, hooks: list) -> dict:
         'parallel': config.parallel if world.distributed else None, 'device': str(world.device),
         'vocab_size': data.vocab_size, 'data': data.meta['data'], 'tokenizer': data.meta['tokenizer'],
         'curve': curve, 'config': config.to_dict(),
+        **({'diagnostics': final['diagnostics']} if 'diagnostics' in final else {}),
     }
     if config.save_model:
         _save_model(model, model_config, os.path.join(config.out, 'model'), world)

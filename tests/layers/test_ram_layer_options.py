@@ -1,9 +1,13 @@
-"""RAMAttention's address-prior options: tied address projections and the 'shift' convolution init."""
+"""RAMAttention's address options: tied address projections, the 'shift' convolution init, address
+normalisation, the initial temperature and the decay bias."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
+from fla.models.utils import Cache
 
 from ramnet_fla import RAMNetConfig, RAMNetForCausalLM
 from ramnet_fla.layers import RAMAttention
@@ -60,11 +64,68 @@ def test_shift_init_survives_the_model_initialisation_and_a_save_load_round_trip
     torch.testing.assert_close(again(x).logits, model(x).logits)
 
 
+def test_address_norm_makes_the_addresses_independent_of_the_projection_scale():
+    torch.manual_seed(2)
+    layer = RAMAttention(HIDDEN, num_heads=HEADS, num_factors=3, factor_dim=4, topk=4, address_norm=True,
+                         address_temperature=0.5)
+    x = torch.randn(2, 9, HIDDEN)
+    before = layer.address_slots(x)
+    with torch.no_grad():
+        layer.q_proj.weight.mul_(0.01)
+        layer.k_proj.weight.mul_(0.01)
+    after = layer.address_slots(x)
+    for key in ('read_slots', 'write_slots'):
+        assert torch.equal(before[key], after[key])
+    torch.testing.assert_close(before['read_weights'], after['read_weights'], rtol=1e-4, atol=1e-6)
+    # the logits the op sees have RMS 1 / temperature per head
+    q, k = layer._head_logits(layer.q_proj(x), layer.k_proj(x))
+    torch.testing.assert_close(q.square().mean(-1).sqrt(), torch.full(q.shape[:-1], 2.0), rtol=1e-3, atol=1e-3)
+
+
+def test_address_norm_decodes_as_its_full_forward():
+    torch.manual_seed(3)
+    layer = RAMAttention(HIDDEN, num_heads=HEADS, num_factors=2, factor_dim=4, topk=3, use_short_conv=True,
+                         address_norm=True, address_temperature=0.3, layer_idx=0).eval()
+    x = torch.randn(2, 10, HIDDEN)
+    with torch.no_grad():
+        full = layer(x)[0]
+        cache = Cache()
+        out, _, cache = layer(x[:, :4], past_key_values=cache, use_cache=True)
+        steps = [out]
+        for t in range(4, 10):
+            out, _, cache = layer(x[:, t:t + 1], past_key_values=cache, use_cache=True)
+            steps.append(out)
+    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-5, atol=1e-5)
+
+
+def test_temperature_and_decay_bias_inits_survive_the_model_initialisation():
+    spec = {'name': 'ram', 'num_heads': HEADS, 'address_temperature': 0.25, 'decay_bias_init': 2.0}
+    model = RAMNetForCausalLM(RAMNetConfig(vocab_size=64, hidden_size=HIDDEN, num_hidden_layers=1, mixers=[spec]))
+    layer = model.model.layers[0].attn
+    assert torch.allclose(layer.read_log_temperature, torch.full((HEADS,), math.log(0.25)))
+    assert torch.allclose(layer.write_log_temperature, torch.full((HEADS,), math.log(0.25)))
+    assert torch.equal(layer.gamma_proj.bias, torch.full((HEADS,), 2.0))
+    with torch.no_grad():
+        layer.read_log_temperature.zero_()
+    layer.reset_parameters()
+    assert torch.allclose(layer.read_log_temperature, torch.full((HEADS,), math.log(0.25)))
+    # without decay_bias_init the model's own initialisation (fla's: zero bias) stays
+    plain = RAMNetForCausalLM(RAMNetConfig(vocab_size=64, hidden_size=HIDDEN, num_hidden_layers=1,
+                                           mixers=[{'name': 'ram', 'num_heads': HEADS}]))
+    assert torch.equal(plain.model.layers[0].attn.gamma_proj.bias, torch.zeros(HEADS))
+
+
 @pytest.mark.parametrize('kwargs, error, match', [
     ({'address_conv_init': 'shift'}, ValueError, 'use_short_conv'),
     ({'address_conv_init': 'delay', 'use_short_conv': True}, ValueError, 'address_conv_init'),
     ({'tie_address_projections': 'yes'}, TypeError, 'tie_address_projections'),
-], ids=['shift-without-conv', 'unknown-init', 'tie-not-bool'])
+    ({'address_norm': 1}, TypeError, 'address_norm'),
+    ({'address_temperature': 0}, ValueError, 'address_temperature'),
+    ({'address_temperature': float('inf')}, ValueError, 'address_temperature'),
+    ({'decay_bias_init': float('nan')}, ValueError, 'decay_bias_init'),
+    ({'decay_bias_init': '2'}, ValueError, 'decay_bias_init'),
+], ids=['shift-without-conv', 'unknown-init', 'tie-not-bool', 'norm-not-bool', 'temperature-zero', 'temperature-inf',
+        'decay-nan', 'decay-str'])
 def test_bad_options_are_clear_errors(kwargs, error, match):
     with pytest.raises(error, match=match):
         RAMAttention(HIDDEN, num_heads=HEADS, **kwargs)

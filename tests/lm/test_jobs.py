@@ -61,3 +61,29 @@ def test_sweep_covers_lr_and_short_conv_and_feeds_quick(tiny_recipe, tmp_path, d
     ram_best = min((r for r in records if r['mixer'] == 'ram'), key=lambda r: r['bits_per_byte'])
     assert best['ram'] == {'lr': ram_best['lr'], 'short_conv': ram_best['short_conv']}
     assert 'best per model' in capsys.readouterr().out
+
+
+def test_ablations_train_the_variants_at_equal_size_and_collect_them(tiny_recipe, tmp_path, data_dir, capsys):
+    from ramnet_fla.lm import ablations
+    only = ['base', 'K=4', 'address norm, temperature 0.25']
+    args = _args(tmp_path / 'abl', data_dir, only=only, lrs=[1e-3, 3e-3])
+    assert ablations.run_ablations(args) == 0
+    with open(tmp_path / 'abl' / 'ablations.json') as f:
+        records = json.load(f)
+    assert [(r['mixer'], r['lr']) for r in records] == [(label, lr) for label in only for lr in (1e-3, 3e-3)]
+    specs = {r['mixer']: r['mixer_specs'][0] for r in records}
+    assert specs['K=4']['topk'] == 4 and specs['address norm, temperature 0.25']['address_norm'] is True
+    assert all(specs[label]['use_short_conv'] is True for label in only)
+    counts = [r['num_params'] for r in records]
+    assert max(counts) / min(counts) - 1 < 0.02
+    for record in records:                                      # the final evaluation's slot usage
+        assert 0 < record['read_used_share'] <= 1 and 0 < record['read_topk_mass'] <= 1
+    table = capsys.readouterr().out
+    assert '| base | 0.001 |' in table and 'read Top-K mass' in table
+    # a second process with another --only reuses nothing it did not train and collects everything
+    assert ablations.run_ablations(_args(tmp_path / 'abl', data_dir, only=['K=4'], lrs=[1e-3])) == 0
+    assert 'reusing' in capsys.readouterr().out
+    with open(tmp_path / 'abl' / 'ablations.json') as f:
+        assert len(json.load(f)) == 6
+    with pytest.raises(ValueError, match='unknown ablation'):
+        ablations.run_ablations(_args(tmp_path / 'abl', data_dir, only=['K=5'], lrs=None))

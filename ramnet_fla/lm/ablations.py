@@ -1,0 +1,126 @@
+"""`ramnet-fla lm --ablations`: RAM variants on the quick job's recipe, each a row at equal size.
+
+Every variant is the quick job's RAM model (4 layers, hidden 256, 4 heads, short convolutions on)
+with some options changed, its MLP width matched to the same parameter budget, trained on the same
+tokens in the same order with the same schedule, at each learning rate asked for, with the
+`ram_slots` diagnostics on (slot usage at the final evaluation). Resumable like `--quick`; several
+processes may train disjoint `--only` sets into one OUT, and each collects every finished run under
+OUT into OUT/ablations.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+
+from ramnet_fla.lm.config import TrainConfig
+from ramnet_fla.lm import jobs
+
+ABLATIONS = {                    # label -> the options changed from the quick job's RAM (`ablation_spec`)
+    'base': {},
+    'short conv off': {'use_short_conv': False},
+    'K=4': {'topk': 4},
+    'K=16': {'topk': 16},
+    'K=32': {'topk': 32},
+    'M=4^3': {'num_factors': 3},
+    'M=4^4': {'num_factors': 4},
+    'M=4^6': {'num_factors': 6},
+    'M=4^8': {'num_factors': 8},
+    'CAPE none': {'cape_heads': 0},
+    'CAPE all': {'cape_heads': True},
+    'tied address projections': {'tie_address_projections': True},
+    'temperature 0.5': {'address_temperature': 0.5},
+    'temperature 0.25': {'address_temperature': 0.25},
+    'address norm, temperature 1': {'address_norm': True},
+    'address norm, temperature 0.5': {'address_norm': True, 'address_temperature': 0.5},
+    'address norm, temperature 0.25': {'address_norm': True, 'address_temperature': 0.25},
+    'decay bias -2 (gamma 0.13)': {'decay_bias_init': -2.0},
+    'decay bias +2 (gamma 2.13)': {'decay_bias_init': 2.0},
+    'head_dim 32': {'head_dim': 32},
+    'head_dim 128': {'head_dim': 128},
+}
+
+
+def ablation_spec(label: str) -> dict:
+    if label not in ABLATIONS:
+        raise ValueError(f"`--only`: unknown ablation {label!r}; known: {list(ABLATIONS)}")
+    return {'name': 'ram', 'num_heads': jobs.NUM_HEADS, 'use_short_conv': True, **ABLATIONS[label]}
+
+
+def ablation_config(label: str, lr: float, out: str, target: int, args) -> TrainConfig:
+    slug = ''.join(c if c.isalnum() else '_' for c in label).strip('_')
+    steps = args.steps or jobs.RECIPE.steps
+    return replace(jobs.RECIPE, mixers=(ablation_spec(label),), match_params=target, lr=lr, steps=steps,
+                   warmup_steps=min(jobs.RECIPE.warmup_steps, steps),
+                   threads=args.threads, data_dir=args.data_dir, progress=not args.no_progress, label=label,
+                   copy_examples=0, diagnostics=('ram_slots',),
+                   out=os.path.join(out, f"{slug}-lr{lr:g}-{steps}steps"), resume='latest')
+
+
+def slot_summary(record: dict) -> dict:
+    """Means over layers and heads of the final evaluation's slot usage (None without diagnostics)."""
+    layers = ((record.get('diagnostics') or {}).get('ram_slots') or {}).values()
+    if not layers:
+        return {}
+
+    def mean(kind, key):
+        values = [v for layer in layers for v in layer[kind][key]]
+        return sum(values) / len(values)
+    return {'read_used_share': mean('read', 'used_share'), 'write_used_share': mean('write', 'used_share'),
+            'write_entropy_ratio': mean('write', 'entropy_ratio'), 'read_topk_mass': mean('read', 'topk_mass'),
+            'write_top1_weight': mean('write', 'top1_weight'),
+            'retention': sum(v for layer in layers for v in layer['retention'])
+            / sum(len(layer['retention']) for layer in layers)}
+
+
+def collect(out: str) -> list[dict]:
+    """Every finished ablation run under `out`, in ABLATIONS order then by lr."""
+    records = []
+    for name in sorted(os.listdir(out)):
+        path = os.path.join(out, name, 'results.json')
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            record = json.load(f)
+        if record.get('mixer') not in ABLATIONS:
+            continue
+        keep = ('mixer', 'num_params', 'intermediate_size', 'tokens', 'lr', 'loss', 'bits_per_byte',
+                'recall_hit_loss', 'other_loss', 'tokens_per_second', 'diverged', 'mixer_specs', 'curve')
+        records.append({**{k: record.get(k) for k in keep}, **slot_summary(record)})
+    order = list(ABLATIONS)
+    records.sort(key=lambda r: (order.index(r['mixer']), r['lr']))
+    return records
+
+
+def format_ablations(records: list[dict]) -> str:
+    base = min((r['bits_per_byte'] for r in records if r['mixer'] == 'base'), default=None)
+    lines = ['| variant | lr | params | bits/byte | vs base | read slots used | write entropy / log M | '
+             'read Top-K mass | tokens/s |', '|---|---|---|---|---|---|---|---|---|']
+    for r in records:
+        ratio = f"{r['bits_per_byte'] / base:.3f}" if base else '-'
+        slots = [f"{r[k]:.3f}" if k in r else '-' for k in ('read_used_share', 'write_entropy_ratio', 'read_topk_mass')]
+        lines.append(f"| {r['mixer']} | {r['lr']:g} | {r['num_params']:,} | {r['bits_per_byte']:.4f} | {ratio} | "
+                     + ' | '.join(slots) + f" | {r['tokens_per_second']:,.0f} |")
+    return '\n'.join(lines)
+
+
+def run_ablations(args) -> int:
+    out = args.out or 'runs/lm/ablations'
+    os.makedirs(out, exist_ok=True)
+    labels = args.only or list(ABLATIONS)
+    for label in labels:
+        ablation_spec(label)                                    # unknown labels fail before any training
+    lrs = args.lrs or [jobs.RECIPE.lr]
+    _, target = jobs._vocab_size(args)
+    for label in labels:
+        for lr in lrs:
+            jobs.train_or_reuse(ablation_config(label, lr, out, target, args))
+    records = collect(out)
+    temporary = os.path.join(out, f'ablations.json.{os.getpid()}.tmp')
+    with open(temporary, 'w') as f:
+        json.dump(records, f, indent=1)
+    os.replace(temporary, os.path.join(out, 'ablations.json'))
+    print(format_ablations(records))
+    print(f"\nresults: {os.path.join(out, 'ablations.json')}")
+    return 0
