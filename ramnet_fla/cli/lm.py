@@ -181,8 +181,8 @@ def run_job(args) -> int:
     parser = args.parser
     if not (args.quick or args.sweep or args.ablations):
         parser.error('give a sub-command (prepare, train) or --quick / --sweep / --ablations')
-    if (args.only or args.lrs) and not (args.ablations or args.sweep):
-        parser.error('--only and --lrs go with --sweep or --ablations')
+    if args.lrs and not (args.ablations or args.sweep):
+        parser.error('--lrs goes with --sweep or --ablations')
     if any(not lr > 0 for lr in args.lrs or ()):
         parser.error(f"`--lrs` must be positive, got {args.lrs}")
     _check_extras(parser, needed_modules(['kjv'], 'bpe', progress=not args.no_progress, plot=True))
@@ -210,7 +210,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     mode.add_argument('--ablations', action='store_true',
                       help="RAM variants on the quick recipe at equal size (long, resumable; docs/lm.md)")
     parser.add_argument('--only', nargs='+', default=None, metavar='NAME',
-                        help='--sweep: these models only; --ablations: these variants only')
+                        help='--quick, --sweep: these models only; --ablations: these variants only')
     parser.add_argument('--lrs', nargs='+', type=float, default=None, metavar='LR',
                         help="learning rates (--sweep: default 1e-3 2e-3 4e-3; --ablations: the recipe's 2e-3)")
     parser.add_argument('--out', default=None, help='output folder (default runs/lm/quick, runs/lm/sweep, runs/lm/ablations)')

@@ -34,7 +34,9 @@ STATE_FORMATS = ('auto', 'dense', 'sparse')
 # 'auto' keeps only the written slots from M = 4**8 slots per head on: a dense table of 65,536 slots
 # of 65 floats is 17 MB per head and sequence, while 8,192 tokens with K = 8 write at most 65,536.
 SPARSE_FROM_SLOTS = 4 ** 8
-ADDRESS_CONV_INITS = (None, 'shift')
+ADDRESS_CONV_INITS = (None, 'shift', 'identity')
+# the newest tap of (read conv, write conv) set to 1, the rest 0: 'shift' delays the write logits by one token
+ADDRESS_CONV_TAPS = {'shift': (-1, -2), 'identity': (-1, -1)}
 # `address_norm`'s epsilon: far below the square of the logits at fla's initialisation (about 1e-5
 # after a short convolution), so that it normalises them instead of shrinking them
 ADDRESS_NORM_EPS = 1e-12
@@ -87,7 +89,10 @@ class RAMAttention(nn.Module):
         address_conv_init (str or None): 'shift' (needs `use_short_conv`) initialises the read-logit
             convolution as the identity and the write-logit convolution as a one-token delay, so token t
             writes its value where a later copy of token t-1 reads: a recall prior that lets large M
-            learn (docs/mqar.md, "Large address spaces"). The convolutions stay trainable. Default: None.
+            learn (docs/mqar.md, "Large address spaces"). 'identity' initialises both as the identity, so
+            with `tie_address_projections` a token reads the very slots it writes (its value, carrying
+            the value convolution's local context, plus what earlier tokens left there), as linear
+            attention reads its own key. The convolutions stay trainable. Default: None.
         float32_address_projections (bool): compute the read/write logits in float32 whatever the
             autocast or parameter dtype: `q_proj`, `k_proj`, their short convolutions and the two
             log-temperatures stay float32 under `model.to(torch.bfloat16)` / `.half()` (like MoE routers)
@@ -278,11 +283,12 @@ class RAMAttention(nn.Module):
                 self.gamma_proj.bias.fill_(self.decay_bias_init)
 
     def _init_address_convs(self) -> None:
-        """`address_conv_init='shift'`: read conv = identity, write conv = one-token delay (newest tap last)."""
-        if self.address_conv_init != 'shift':
+        """`address_conv_init`: 'shift': read conv = identity, write conv = one-token delay (newest tap
+        last); 'identity': both the identity."""
+        if self.address_conv_init is None:
             return
         with torch.no_grad():
-            for conv, tap in ((self.q_conv1d, -1), (self.k_conv1d, -2)):
+            for conv, tap in zip((self.q_conv1d, self.k_conv1d), ADDRESS_CONV_TAPS[self.address_conv_init]):
                 conv.weight.zero_()
                 conv.weight[..., tap] = 1.0
                 if conv.bias is not None:

@@ -35,6 +35,11 @@ ABLATIONS = {                    # label -> the options changed from the quick j
     'address norm, temperature 1': {'address_norm': True},
     'address norm, temperature 0.5': {'address_norm': True, 'address_temperature': 0.5},
     'address norm, temperature 0.25': {'address_norm': True, 'address_temperature': 0.25},
+    'tied, identity conv init': {'tie_address_projections': True, 'address_conv_init': 'identity'},
+    'tied, identity conv init, address norm, temperature 0.25': {
+        'tie_address_projections': True, 'address_conv_init': 'identity', 'address_norm': True,
+        'address_temperature': 0.25},
+    'tied, shift conv init (the MQAR recall prior)': {'tie_address_projections': True, 'address_conv_init': 'shift'},
     'decay bias -2 (gamma 0.13)': {'decay_bias_init': -2.0},
     'decay bias +2 (gamma 2.13)': {'decay_bias_init': 2.0},
     'head_dim 32': {'head_dim': 32},

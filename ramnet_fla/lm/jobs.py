@@ -6,7 +6,8 @@ width is chosen (`match_params`) so that its parameter count matches GLA's at fl
 width, within 2% (the mixers themselves stay at their defaults). Same tokens, order and schedule.
 
 --sweep trains each model at every learning rate of SWEEP_LRS with short convolutions off and on
-(attention has none), on the quick recipe (`--only` some models, `--lrs` other rates); --quick trains each at the setting the sweep chose
+(attention has none), on the quick recipe (`--only` some models, `--lrs` other rates; `--quick
+--only` some models too, and `--steps` scales the recipe, e.g. 256 for its 4x run); --quick trains each at the setting the sweep chose
 (CHOSEN, recorded in docs/lm.md; `--settings SWEEP.json` takes them from a sweep's results).
 Both are resumable: a finished run (OUT/<run>/results.json with the same config) is reused, an
 interrupted one resumes from its last checkpoint.
@@ -151,8 +152,9 @@ def run_quick(args) -> int:
     os.makedirs(out, exist_ok=True)
     settings = _settings_from_sweep(args.settings) if getattr(args, 'settings', None) else CHOSEN
     vocab_size, target = _vocab_size(args)
+    labels = getattr(args, 'only', None) or list(MODELS)
     configs = {label: run_config(label, settings[label]['lr'], settings[label]['short_conv'], out, target, args.steps,
-                                 args.threads, args.data_dir, not args.no_progress) for label in MODELS}
+                                 args.threads, args.data_dir, not args.no_progress) for label in labels}
     from ramnet_fla.lm.model import build_config, count_params, match_params
     print(f"parameter budget: {target:,} ({REFERENCE} at fla's default MLP width)")
     for label, config in configs.items():

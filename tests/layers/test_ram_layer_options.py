@@ -64,6 +64,16 @@ def test_shift_init_survives_the_model_initialisation_and_a_save_load_round_trip
     torch.testing.assert_close(again(x).logits, model(x).logits)
 
 
+def test_tied_identity_init_reads_the_slots_it_writes():
+    torch.manual_seed(4)
+    layer = RAMAttention(HIDDEN, num_heads=HEADS, num_factors=3, factor_dim=4, topk=4, use_short_conv=True,
+                         tie_address_projections=True, address_conv_init='identity', cape_heads=False)
+    found = layer.address_slots(torch.randn(2, 9, HIDDEN))
+    assert torch.equal(found['read_slots'], found['write_slots'])
+    assert layer.q_conv1d.weight[:, 0, -1].eq(1).all() and layer.q_conv1d.weight[:, 0, :-1].eq(0).all()
+    assert torch.equal(layer.q_conv1d.weight, layer.k_conv1d.weight)
+
+
 def test_address_norm_makes_the_addresses_independent_of_the_projection_scale():
     torch.manual_seed(2)
     layer = RAMAttention(HIDDEN, num_heads=HEADS, num_factors=3, factor_dim=4, topk=4, address_norm=True,

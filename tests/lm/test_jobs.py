@@ -27,8 +27,8 @@ def tiny_recipe(monkeypatch, text_file, data_dir):
 
 
 def _args(out, data_dir, **extra):
-    return argparse.Namespace(out=str(out), steps=None, data_dir=data_dir, threads=1, no_progress=True, settings=None,
-                              **extra)
+    options = dict(out=str(out), steps=None, data_dir=data_dir, threads=1, no_progress=True, settings=None)
+    return argparse.Namespace(**{**options, **extra})
 
 
 def test_quick_job_records_every_model_at_equal_size(tiny_recipe, tmp_path, data_dir, capsys):
@@ -45,6 +45,10 @@ def test_quick_job_records_every_model_at_equal_size(tiny_recipe, tmp_path, data
     assert 'parameter budget' in out and 'vs gla' in out and '1.00x' in out
     assert jobs.run_quick(_args(tmp_path, data_dir)) == 0                           # finished runs are reused
     assert capsys.readouterr().out.count('reusing') == len(jobs.MODELS)
+    assert jobs.run_quick(_args(tmp_path / 'only', data_dir, only=['attention'], steps=3)) == 0   # --only, --steps
+    with open(tmp_path / 'only' / 'results.json') as f:
+        only = json.load(f)
+    assert [(r['mixer'], r['steps']) for r in only] == [('attention', 3)]
 
 
 def test_sweep_covers_lr_and_short_conv_and_feeds_quick(tiny_recipe, tmp_path, data_dir, capsys, monkeypatch):
