@@ -39,6 +39,11 @@ ABLATIONS = {                    # label -> the options changed from the quick j
     'tied, identity conv init, address norm, temperature 0.25': {
         'tie_address_projections': True, 'address_conv_init': 'identity', 'address_norm': True,
         'address_temperature': 0.25},
+    'tied, identity conv init, K=16': {'tie_address_projections': True, 'address_conv_init': 'identity', 'topk': 16},
+    'tied, identity conv init, decay bias +4 (gamma 4.02)': {
+        'tie_address_projections': True, 'address_conv_init': 'identity', 'decay_bias_init': 4.0},
+    'tied, identity conv init, 8 heads of 32': {'tie_address_projections': True, 'address_conv_init': 'identity',
+                                                'num_heads': 8},
     'tied, shift conv init (the MQAR recall prior)': {'tie_address_projections': True, 'address_conv_init': 'shift'},
     'decay bias -2 (gamma 0.13)': {'decay_bias_init': -2.0},
     'decay bias +2 (gamma 2.13)': {'decay_bias_init': 2.0},
