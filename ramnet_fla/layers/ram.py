@@ -93,6 +93,13 @@ class RAMAttention(nn.Module):
             with `tie_address_projections` a token reads the very slots it writes (its value, carrying
             the value convolution's local context, plus what earlier tokens left there), as linear
             attention reads its own key. The convolutions stay trainable. Default: None.
+        self_read_init (bool): start every token reading the very slots it writes, as linear attention
+            reads its own key: `k_proj` starts as a copy of `q_proj` (the projections stay separate and
+            trainable) and, with `use_short_conv`, both address convolutions start as the identity
+            (`address_conv_init='identity'`). A token then reads back its own value, which carries the
+            value convolution's local context, mixed with what earlier tokens left in those slots; with
+            separate random projections it reads a random sample of earlier writes instead, and at fla's
+            initialisation (near-uniform addresses) learns local structure more slowly. Default: False.
         float32_address_projections (bool): compute the read/write logits in float32 whatever the
             autocast or parameter dtype: `q_proj`, `k_proj`, their short convolutions and the two
             log-temperatures stay float32 under `model.to(torch.bfloat16)` / `.half()` (like MoE routers)
@@ -145,6 +152,7 @@ class RAMAttention(nn.Module):
         layer_idx: int | None = None,
         tie_address_projections: bool = False,
         address_conv_init: str | None = None,
+        self_read_init: bool = False,
         float32_address_projections: bool = True,
         state_format: str = 'auto',
         address_norm: bool = False,
@@ -194,6 +202,14 @@ class RAMAttention(nn.Module):
         if address_conv_init is not None and not use_short_conv:
             raise ValueError(f"`address_conv_init={address_conv_init!r}` initialises the short convolutions: "
                              "it needs `use_short_conv=True`")
+        if not isinstance(self_read_init, bool):
+            raise TypeError(f"`self_read_init` must be a bool, got {type(self_read_init).__name__}")
+        if self_read_init and address_conv_init == 'shift':
+            raise ValueError("`self_read_init=True` makes tokens read where they write; `address_conv_init='shift'` "
+                             "makes them write where the next token reads: choose one")
+        self.self_read_init = self_read_init
+        if self_read_init and use_short_conv:
+            address_conv_init = 'identity'
         self.address_conv_init = address_conv_init
         if not isinstance(float32_address_projections, bool):
             raise TypeError("`float32_address_projections` must be a bool, "
@@ -284,7 +300,10 @@ class RAMAttention(nn.Module):
 
     def _init_address_convs(self) -> None:
         """`address_conv_init`: 'shift': read conv = identity, write conv = one-token delay (newest tap
-        last); 'identity': both the identity."""
+        last); 'identity': both the identity. `self_read_init`: k_proj = q_proj (untied layers)."""
+        if self.self_read_init and not self.tie_address_projections:
+            with torch.no_grad():
+                self.k_proj.weight.copy_(self.q_proj.weight)
         if self.address_conv_init is None:
             return
         with torch.no_grad():

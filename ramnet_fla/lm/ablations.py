@@ -35,6 +35,8 @@ ABLATIONS = {                    # label -> the options changed from the quick j
     'address norm, temperature 1': {'address_norm': True},
     'address norm, temperature 0.5': {'address_norm': True, 'address_temperature': 0.5},
     'address norm, temperature 0.25': {'address_norm': True, 'address_temperature': 0.25},
+    'self-read init': {'self_read_init': True},
+    'self-read init, K=16': {'self_read_init': True, 'topk': 16},
     'tied, identity conv init': {'tie_address_projections': True, 'address_conv_init': 'identity'},
     'tied, identity conv init, address norm, temperature 0.25': {
         'tie_address_projections': True, 'address_conv_init': 'identity', 'address_norm': True,

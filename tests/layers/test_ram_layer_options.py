@@ -74,6 +74,22 @@ def test_tied_identity_init_reads_the_slots_it_writes():
     assert torch.equal(layer.q_conv1d.weight, layer.k_conv1d.weight)
 
 
+def test_self_read_init_survives_the_model_initialisation_and_reads_the_written_slots():
+    spec = {'name': 'ram', 'num_heads': HEADS, 'num_factors': 3, 'factor_dim': 4, 'topk': 4, 'use_short_conv': True,
+            'self_read_init': True, 'cape_heads': 1}
+    model = RAMNetForCausalLM(RAMNetConfig(vocab_size=64, hidden_size=HIDDEN, num_hidden_layers=2, mixers=[spec]))
+    for block in model.model.layers:
+        layer = block.attn
+        assert layer.address_conv_init == 'identity' and hasattr(layer, 'k_proj')
+        assert torch.equal(layer.k_proj.weight, layer.q_proj.weight)
+        assert layer.k_proj.weight is not layer.q_proj.weight                    # separate parameters
+        found = layer.address_slots(torch.randn(2, 7, HIDDEN))
+        assert torch.equal(found['read_slots'], found['write_slots'])            # CAPE shifts both alike
+    assert not torch.equal(model.model.layers[0].attn.q_proj.weight, model.model.layers[1].attn.q_proj.weight)
+    plain = RAMAttention(HIDDEN, num_heads=HEADS, self_read_init=True)           # no short conv: projections only
+    assert plain.address_conv_init is None and torch.equal(plain.k_proj.weight, plain.q_proj.weight)
+
+
 def test_address_norm_makes_the_addresses_independent_of_the_projection_scale():
     torch.manual_seed(2)
     layer = RAMAttention(HIDDEN, num_heads=HEADS, num_factors=3, factor_dim=4, topk=4, address_norm=True,
@@ -130,11 +146,13 @@ def test_temperature_and_decay_bias_inits_survive_the_model_initialisation():
     ({'address_conv_init': 'delay', 'use_short_conv': True}, ValueError, 'address_conv_init'),
     ({'tie_address_projections': 'yes'}, TypeError, 'tie_address_projections'),
     ({'address_norm': 1}, TypeError, 'address_norm'),
+    ({'self_read_init': 1}, TypeError, 'self_read_init'),
+    ({'self_read_init': True, 'use_short_conv': True, 'address_conv_init': 'shift'}, ValueError, 'choose one'),
     ({'address_temperature': 0}, ValueError, 'address_temperature'),
     ({'address_temperature': float('inf')}, ValueError, 'address_temperature'),
     ({'decay_bias_init': float('nan')}, ValueError, 'decay_bias_init'),
     ({'decay_bias_init': '2'}, ValueError, 'decay_bias_init'),
-], ids=['shift-without-conv', 'unknown-init', 'tie-not-bool', 'norm-not-bool', 'temperature-zero', 'temperature-inf',
+], ids=['shift-without-conv', 'unknown-init', 'tie-not-bool', 'norm-not-bool', 'temperature-zero', 'temperature-inf', 'self-read-not-bool', 'self-read-and-shift',
         'decay-nan', 'decay-str'])
 def test_bad_options_are_clear_errors(kwargs, error, match):
     with pytest.raises(error, match=match):
