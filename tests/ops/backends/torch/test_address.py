@@ -69,6 +69,7 @@ def test_numpy_and_torch_packed_beams_give_the_same_bits(num_factors, factor_dim
     # the CPU decoding search (NumPy) against the PyTorch one on the same log-probs: random rows,
     # all-equal rows (ties everywhere), saturated factors, -inf digits and a NaN row
     torch.manual_seed(num_factors * 13 + topk)
+    assert address._packed_beam_topk_numpy(torch.zeros(num_factors, factor_dim, 0), topk)[0].shape == (min(topk, factor_dim ** num_factors), 0)
     logits = torch.randn(40, num_factors * factor_dim) * 3
     logits[1:8] = 0.0
     logits[8:12, :factor_dim] = 1e30

@@ -182,9 +182,10 @@ def _packed_beam_topk_numpy(log_probs: torch.Tensor, topk: int) -> tuple[torch.T
             score = (bits & ~_INDEX_MASK).view(np.float64).astype(np.float32)
         if u == num_factors:
             break
-        score = np.add(lp[u][:, :, None], score[:, None, :]).reshape(rows, -1)              # [R, d_p*b]
+        width = factor_dim * score.shape[1]
+        score = np.add(lp[u][:, :, None], score[:, None, :]).reshape(rows, width)           # [R, d_p*b]
         np.maximum(score, _SCORE_MIN, out=score)
-        index = np.add(index[:, None, :], offsets[u]).reshape(rows, -1)
+        index = np.add(index[:, None, :], offsets[u]).reshape(rows, width)
     return torch.from_numpy(index.T.copy()), _unclamp(torch.from_numpy(score.T.copy()))
 
 
