@@ -302,7 +302,7 @@ def chunk_final_rows(read_weight, write_weight, v, gamma, table0, read_slot, wri
     v, gamma = v.to(dtype), gamma.to(dtype)
     sequence_ids = torch.zeros(v.shape[0], dtype=torch.long, device=v.device)
     chains = sort_write_chains(write_slot, sequence_ids, num_slots)
-    _, chained = scan_write_chains(write_weight, v, gamma, table0, chains)
+    chained = scan_write_chains(write_weight, v, gamma, table0, chains)[1]
     hit, found, read_row = find_reads(read_slot, sequence_ids, chains, num_slots)
     num_tokens, H, K = read_weight.shape
     o = chained.new_empty(num_tokens, H, v.shape[2])
@@ -311,9 +311,10 @@ def chunk_final_rows(read_weight, write_weight, v, gamma, table0, read_slot, wri
         events = slice(start * H * K, stop * H * K)
         o[start:stop] = read_slots(read_weight[start:stop], chained, hit[events], found[events], read_row[events],
                                    table0)[0]
-    del hit, found, read_row
     ends = chains.layout.ends
-    return o.to(v.dtype), chains.row[ends], chained.index_select(0, ends)
+    rows = chains.row[ends]
+    del hit, found, read_row, chains                     # only the chain states stay for the gather
+    return o.to(v.dtype), rows, chained.index_select(0, ends)
 
 
 def chunk_read_write(read_weight, write_weight, v, gamma, memory0, mass0, read_slot, write_slot, sequence_ids,
