@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ramnet_fla.ops.ram import RAMState, SparseRAMState, chunk_ram, fused_recurrent_ram, naive_recurrent_ram
+from ramnet_fla.ops.ram import RAMState, SparseRAMState, chunk_ram, fused_recurrent_ram, naive_recurrent_ram, sparse_state
 from tests.ops.utils import (
     Case,
     addressed_slots,
@@ -186,8 +186,11 @@ def test_conversions_round_trip_and_index_select():
     assert sparse.dense_nbytes() == 3 * 2 * 64 * 6 * 8 + 3 * 8
 
 
-def test_lookups_across_buffer_merges():
-    # more keys than the append buffer holds: they are merged into the main index on the way
+@pytest.mark.parametrize('numpy_on_cpu', [True, False], ids=['numpy-index', 'torch-index'])
+def test_lookups_across_buffer_merges(numpy_on_cpu, monkeypatch):
+    # more keys than the append buffer holds: they are merged into the main index on the way;
+    # both index implementations (NumPy on CPU, PyTorch elsewhere) assign the same row ids
+    monkeypatch.setattr(sparse_state, 'NUMPY_ON_CPU', numpy_on_cpu)
     state = SparseRAMState(1, 1, 10 ** 6, 1)
     generator = torch.Generator().manual_seed(5)
     keys = torch.randperm(10 ** 6, generator=generator)[:20000]
@@ -198,6 +201,11 @@ def test_lookups_across_buffer_merges():
     assert torch.equal(rows[:, 0], keys.float())
     absent = torch.tensor([k for k in range(30) if k not in set(keys.tolist())])
     assert bool((state.read_rows(absent) == 0).all())
+    ids = state.locate(torch.cat([keys[-50:], absent]), create=False)
+    assert bool((ids[:50] >= 0).all()) and bool((ids[50:] == -1).all())
+    # rows are numbered in insertion order, new keys of one call in ascending key order
+    first = keys[:700].sort().values
+    assert torch.equal(state.locate(first, create=False), torch.arange(700))
 
 
 def test_gradients_flow_through_o_and_a_sparse_final_state_is_refused():

@@ -29,6 +29,8 @@ import dataclasses
 import torch
 
 from ramnet_fla.ops.ram.backends import backend_for
+from ramnet_fla.ops.ram.backends import torch as torch_backend
+from ramnet_fla.ops.ram.backends.torch.chunk import chunk_final_rows
 from ramnet_fla.ops.ram.cape import cape_shift
 from ramnet_fla.ops.ram.common import READ_EPS, RAMCall, compute_dtype, pdma_decay, prepare_call
 from ramnet_fla.ops.ram.sparse_state import SparseRAMState
@@ -106,13 +108,25 @@ def prepare_store_call(q, k, v, gamma, num_factors, topk, cape, initial_state, c
     return dataclasses.replace(call, initial_state=store, dtype=dtype), store
 
 
+# rows of one address search in a parallel call without autograd: the search's transient memory
+# (about 1.6 KB per row at U=12) stays bounded whatever the length; every row is searched alike
+ADDRESS_ROWS = 16384
+
+
 def token_slots(q, k, call: RAMCall):
     """Addresses of every token as slot keys: (read_key, write_key [Ntok, H, K] int64 after CAPE,
     read_weight, write_weight [Ntok, H, K] in the compute dtype)."""
     shape = call.shape
     H, M, K = shape.num_heads, shape.num_slots, shape.topk
     num_tokens = shape.batch * shape.seq_len
-    index, log_prob = backend_for(q).address_topk(torch.stack([q, k]).reshape(-1, q.shape[-1]), shape.num_factors, K)
+    logits = torch.stack([q, k]).reshape(-1, q.shape[-1])
+    address_topk = backend_for(q).address_topk
+    if logits.shape[0] > ADDRESS_ROWS and not _grad_tracked(q, k) and not torch.compiler.is_compiling():
+        pieces = [address_topk(part, shape.num_factors, K) for part in logits.split(ADDRESS_ROWS)]
+        index, log_prob = torch.cat([p[0] for p in pieces]), torch.cat([p[1] for p in pieces])
+        del pieces
+    else:
+        index, log_prob = address_topk(logits, shape.num_factors, K)
     (read_index, write_index) = index.view(2, num_tokens, H, K)
     (read_log_prob, write_log_prob) = log_prob.view(2, num_tokens, H, K)
     base = ((call.sequence_ids[:, None] * H + torch.arange(H, device=call.device)) * M)[..., None]   # [Ntok, H, 1]
@@ -167,10 +181,18 @@ def store_chunk(q, k, v, gamma, call: RAMCall, store, output_final_state: bool):
 
     # every (token, head) is a pseudo-token of one head of one sequence over R + 1 compact slots
     pseudo = num_tokens * H
+    args = (read_weight.reshape(pseudo, 1, K), write_weight.reshape(pseudo, 1, K), v.reshape(pseudo, 1, V),
+            gamma.reshape(pseudo, 1))
+    local = (read_local.view(pseudo, 1, K), write_local.view(pseudo, 1, K))
+    if output_final_state and backend_for(q) is torch_backend and not torch.compiler.is_compiling():
+        # no autograd here (checked): only the written rows of the final table are built
+        table0 = None if memory0 is None else (memory0.reshape(-1, V), mass0.reshape(-1))
+        o, local_rows, new_rows = chunk_final_rows(*args, table0, *local, dummy + 1)
+        del args, local, table0, memory0, mass0
+        return o.view(B, T, H, V), _final_store(call, store, rows[local_rows], new_rows)
     o, memory, mass = backend_for(q).chunk_read_write(
-        read_weight.reshape(pseudo, 1, K), write_weight.reshape(pseudo, 1, K), v.reshape(pseudo, 1, V),
-        gamma.reshape(pseudo, 1), memory0, mass0, read_local.view(pseudo, 1, K), write_local.view(pseudo, 1, K),
-        torch.zeros(pseudo, dtype=torch.long, device=call.device), 1, dummy + 1, output_final_state)
+        *args, memory0, mass0, *local, torch.zeros(pseudo, dtype=torch.long, device=call.device), 1, dummy + 1,
+        output_final_state)
     o = o.view(B, T, H, V)
     if not output_final_state:
         return o, None

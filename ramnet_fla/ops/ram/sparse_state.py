@@ -15,7 +15,9 @@ Layout, chosen to fit PyTorch (vectorised ops only, no Python loop per slot, any
   new slot goes into the buffer (a merge of two sorted arrays, O(buffer)); a full buffer is merged
   into the main arrays (O(n)). With the buffer's capacity about sqrt(256 n), both costs stay
   small per decoding step. Only the index moves during merges (16 bytes per slot), never the rows
-  (4 (V+1) bytes per slot).
+  (4 (V+1) bytes per slot). On CPU the index work (lookups, merges, new keys) runs in NumPy on the
+  tensors' memory: a decoding step handles a few dozen keys, where PyTorch's dispatch per
+  operation (several microseconds) would exceed the work; the row ids are the same.
 
 The ops (`chunk_ram`, `fused_recurrent_ram`, see `slot_store.py`) read and write it through
 `locate` / `table` (decoding) and `read_rows` / `write_rows` (bulk, prefill). It carries no
@@ -26,18 +28,41 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from ramnet_fla.ops.ram.state import RAMState
 from ramnet_fla.utils.checks import check_int
 
 
+# CPU index work in NumPy (see `merge_sorted`, `SparseRAMState.locate`); False runs the PyTorch code
+# of other devices everywhere (the tests compare both)
+NUMPY_ON_CPU = True
+
+
+def _is_cpu(*tensors: torch.Tensor) -> bool:
+    return NUMPY_ON_CPU and all(t.device.type == 'cpu' for t in tensors)
+
+
 def merge_sorted(keys_a: torch.Tensor, ids_a: torch.Tensor, keys_b: torch.Tensor, ids_b: torch.Tensor):
-    """Merge two sorted key arrays with disjoint keys (and their ids) in O(len a + len b)."""
+    """Merge two sorted key arrays with disjoint keys (and their ids) in O(len a + len b).
+
+    On CPU in NumPy, on the tensors' memory: a decoding step merges a few keys into the buffer,
+    where PyTorch's dispatch per operation would cost more than the work."""
     if keys_b.numel() == 0:
         return keys_a, ids_a
     if keys_a.numel() == 0:
         return keys_b, ids_b
+    if _is_cpu(keys_a, ids_a, keys_b, ids_b):
+        a, b = keys_a.numpy(), keys_b.numpy()
+        at_b = np.searchsorted(a, b)
+        at_b += np.arange(b.size)
+        keep_a = np.ones(a.size + b.size, dtype=bool)
+        keep_a[at_b] = False
+        keys, ids = np.empty(keep_a.size, dtype=a.dtype), np.empty(keep_a.size, dtype=ids_a.numpy().dtype)
+        keys[at_b], ids[at_b] = b, ids_b.numpy()
+        keys[keep_a], ids[keep_a] = a, ids_a.numpy()
+        return torch.from_numpy(keys), torch.from_numpy(ids)
     at_b = torch.searchsorted(keys_a, keys_b) + torch.arange(keys_b.numel(), device=keys_b.device)
     keep_a = torch.ones(keys_a.numel() + keys_b.numel(), dtype=torch.bool, device=keys_a.device)
     keep_a[at_b] = False
@@ -48,10 +73,21 @@ def merge_sorted(keys_a: torch.Tensor, ids_a: torch.Tensor, keys_b: torch.Tensor
     return keys, ids
 
 
+def _lookup_sorted_numpy(sorted_keys: np.ndarray, sorted_ids: np.ndarray, keys: np.ndarray, missing: np.ndarray):
+    if sorted_keys.size == 0:
+        return missing
+    at = np.searchsorted(sorted_keys, keys)
+    np.minimum(at, sorted_keys.size - 1, out=at)
+    return np.where(sorted_keys[at] == keys, sorted_ids[at], missing)
+
+
 def lookup_sorted(sorted_keys: torch.Tensor, sorted_ids: torch.Tensor, keys: torch.Tensor, missing: torch.Tensor):
     """The ids of `keys` [n] in a sorted key array, `missing` [n] where a key is not there."""
     if sorted_keys.numel() == 0:
         return missing
+    if _is_cpu(sorted_keys, sorted_ids, keys, missing):
+        return torch.from_numpy(_lookup_sorted_numpy(sorted_keys.numpy(), sorted_ids.numpy(), keys.numpy(),
+                                                     missing.numpy()))
     at = torch.searchsorted(sorted_keys, keys).clamp_(max=sorted_keys.numel() - 1)
     return torch.where(sorted_keys[at] == keys, sorted_ids[at], missing)
 
@@ -181,6 +217,8 @@ class SparseRAMState:
         """Row ids in `table` of slot keys (any shape, int64); -1 for slots not stored, unless
         `create`, which first gives each of them a zero row."""
         flat = keys.reshape(-1)
+        if _is_cpu(flat):
+            return self._locate_cpu(flat, create).view(keys.shape)
         ids = self._lookup(flat)
         if create:
             missing = ids < 0
@@ -188,6 +226,20 @@ class SparseRAMState:
                 new_keys, inverse = torch.unique(flat[missing], return_inverse=True)
                 ids[missing] = self._insert(new_keys)[inverse]
         return ids.view(keys.shape)
+
+    def _locate_cpu(self, flat: torch.Tensor, create: bool) -> torch.Tensor:
+        """`locate` on CPU in NumPy (the same ids): a decoding step locates a few keys, where each
+        PyTorch operation's dispatch would cost more than its work."""
+        keys = flat.numpy()
+        ids = np.full(keys.shape, -1, dtype=np.int64)
+        ids = _lookup_sorted_numpy(self._keys.numpy(), self._ids.numpy(), keys, ids)
+        ids = _lookup_sorted_numpy(self._buffer_keys.numpy(), self._buffer_ids.numpy(), keys, ids)
+        if create:
+            missing = ids < 0
+            if missing.any():
+                new_keys, inverse = np.unique(keys[missing], return_inverse=True)
+                ids[missing] = self._insert(torch.from_numpy(new_keys)).numpy()[inverse]
+        return torch.from_numpy(ids)
 
     def read_rows(self, keys: torch.Tensor) -> torch.Tensor:
         """[..., V+1] rows [S | z] of slot keys [...]: zeros for slots never written."""

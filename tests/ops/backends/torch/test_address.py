@@ -61,3 +61,26 @@ def test_dispatch_between_regimes(monkeypatch):
     ram_address(torch.randn(address.MERGE_MIN_ROWS, 20).double(), 5, 8)     # float64
     ram_address(torch.randn(address.MERGE_MIN_ROWS, 15), 5, 8)              # d_p = 3
     assert calls == ['merge']
+
+
+@pytest.mark.parametrize('num_factors, factor_dim, topk', [(5, 4, 8), (12, 4, 8), (4, 2, 16), (3, 3, 27), (2, 4, 1)],
+                         ids=lambda x: str(x))
+def test_numpy_and_torch_packed_beams_give_the_same_bits(num_factors, factor_dim, topk):
+    # the CPU decoding search (NumPy) against the PyTorch one on the same log-probs: random rows,
+    # all-equal rows (ties everywhere), saturated factors, -inf digits and a NaN row
+    torch.manual_seed(num_factors * 13 + topk)
+    assert address._packed_beam_topk_numpy(torch.zeros(num_factors, factor_dim, 0), topk)[0].shape == (min(topk, factor_dim ** num_factors), 0)
+    logits = torch.randn(40, num_factors * factor_dim) * 3
+    logits[1:8] = 0.0
+    logits[8:12, :factor_dim] = 1e30
+    logits[12, 0] = float('-inf')
+    logits[13, 1] = float('nan')
+    logits[14:20] = torch.randn(6, num_factors * factor_dim).sign() * 1e30
+    log_probs = address.factor_log_probs(logits, num_factors)
+    numpy_indices, numpy_scores = address._packed_beam_topk_numpy(log_probs, topk)
+    torch_indices, torch_scores = address._packed_beam_topk(log_probs, topk)
+    finite = torch.ones(40, dtype=torch.bool)
+    finite[13] = False                                  # a NaN row's slots are replaced by beam_topk
+    assert torch.equal(numpy_indices[:, finite], torch_indices[:, finite])
+    assert torch.equal(numpy_scores[:, finite].view(torch.int32), torch_scores[:, finite].view(torch.int32))
+    assert bool(numpy_scores[:, 13].isnan().all()) and bool(torch_scores[:, 13].isnan().all())

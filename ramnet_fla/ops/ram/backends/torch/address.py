@@ -10,13 +10,14 @@ the best K cannot complete into the Top-K, because the K better prefixes complet
 beat it: a common suffix keeps the order of two prefixes, scores and indices alike.
 
 Two implementations of that search: `merge_beam_topk` (sorting networks over packed keys, for many
-float32 rows) and `ranked_beam_topk` (one Top-K per factor, for everything else).
+float32 rows) and `ranked_beam_topk` (one Top-K per factor, for everything else; in NumPy for
+float32 CPU rows, where a decoding step's few rows make PyTorch's per-operation dispatch the cost).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
-
 
 
 def factor_log_probs(logits: torch.Tensor, num_factors: int) -> torch.Tensor:
@@ -125,6 +126,8 @@ def ranked_beam_topk(log_probs: torch.Tensor, topk: int) -> tuple[torch.Tensor, 
     """
     num_factors, factor_dim, rows = log_probs.shape
     if log_probs.dtype == torch.float32 and factor_dim ** num_factors <= _INDEX_MASK + 1:
+        if log_probs.device.type == 'cpu' and not log_probs.requires_grad:
+            return _packed_beam_topk_numpy(log_probs, topk)
         return _packed_beam_topk(log_probs, topk)
     return _sorted_beam_topk(log_probs, topk)
 
@@ -152,6 +155,38 @@ def _packed_beam_topk(log_probs: torch.Tensor, topk: int) -> tuple[torch.Tensor,
         score = (log_probs[u][:, None, :] + score).flatten(0, 1).clamp_(_SCORE_MIN, _SCORE_MAX)   # [d_p*b, R]
         index = (index + offsets[u]).flatten(0, 1)
     return index, _unclamp(score)
+
+
+def _packed_beam_topk_numpy(log_probs: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`_packed_beam_topk` on CPU, in NumPy: the same float32 sums, clamps and packed keys, hence the
+    same bits. A decoding step has a few rows, where each of the ~10 operations per factor costs
+    PyTorch's dispatch (several microseconds) and NumPy's about one: the search's cost grows far
+    less with U. Rows first ([R, width]), so that each Top-K sorts a contiguous row.
+
+    Only the lower clamp is applied after the first factor: a beam score is <= -float32 tiny and a
+    log-probability <= 0, so their rounded sum is <= -float32 tiny already (rounding is monotone).
+    """
+    num_factors, factor_dim, rows = log_probs.shape
+    lp = np.ascontiguousarray(log_probs.numpy().transpose(0, 2, 1))                        # [U, R, d_p]
+    offsets = np.arange(factor_dim, dtype=np.int64)[None, :, None] * (
+        np.int64(factor_dim) ** np.arange(num_factors, dtype=np.int64))[:, None, None]        # [U, d_p, 1]
+    score = np.clip(lp[0], _SCORE_MIN, _SCORE_MAX)                                         # [R, b]
+    index = np.broadcast_to(offsets[0, :, 0], (rows, factor_dim))
+    for u in range(1, num_factors + 1):
+        if score.shape[1] > topk or u == num_factors:
+            key = score.astype(np.float64).view(np.int64)
+            key |= index                                                                    # as `_pack`
+            key.view(np.float64).sort(axis=1)                  # distinct keys (NaN rows are replaced later)
+            bits = key[:, ::-1][:, :min(topk, key.shape[1])]                                # best first
+            index = bits & _INDEX_MASK
+            score = (bits & ~_INDEX_MASK).view(np.float64).astype(np.float32)
+        if u == num_factors:
+            break
+        width = factor_dim * score.shape[1]
+        score = np.add(lp[u][:, :, None], score[:, None, :]).reshape(rows, width)           # [R, d_p*b]
+        np.maximum(score, _SCORE_MIN, out=score)
+        index = np.add(index[:, None, :], offsets[u]).reshape(rows, width)
+    return torch.from_numpy(index.T.copy()), _unclamp(torch.from_numpy(score.T.copy()))
 
 
 def _sorted_beam_topk(log_probs: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -287,6 +287,36 @@ class TorchChunkRAMFunction(torch.autograd.Function):
                 None, None, None, None, None, None)
 
 
+def chunk_final_rows(read_weight, write_weight, v, gamma, table0, read_slot, write_slot, num_slots: int,
+                     read_tokens: int = 4096):
+    """The forward of `chunk_read_write` for one sequence without autograd, for the slot stores:
+    the outputs and only the written rows of the final table, never the table itself.
+
+    read_weight, write_weight: [Ntok, H, K] in the compute dtype; v: [Ntok, H, V]; gamma: [Ntok, H];
+    table0: (memory0 [H*M, V], mass0 [H*M]) or None. Returns (o [Ntok, H, V] in v's dtype, rows [C]
+    the written table rows (head * M + slot) ascending, final [C, V+1] their rows [S | z]).
+    Peak memory: the chain states [E, V+1] plus the final rows; the reads are gathered
+    `read_tokens` tokens at a time (the same arithmetic per token as `read_slots` on all of them).
+    """
+    dtype = read_weight.dtype
+    v, gamma = v.to(dtype), gamma.to(dtype)
+    sequence_ids = torch.zeros(v.shape[0], dtype=torch.long, device=v.device)
+    chains = sort_write_chains(write_slot, sequence_ids, num_slots)
+    chained = scan_write_chains(write_weight, v, gamma, table0, chains)[1]
+    hit, found, read_row = find_reads(read_slot, sequence_ids, chains, num_slots)
+    num_tokens, H, K = read_weight.shape
+    o = chained.new_empty(num_tokens, H, v.shape[2])
+    for start in range(0, num_tokens, read_tokens):
+        stop = min(start + read_tokens, num_tokens)
+        events = slice(start * H * K, stop * H * K)
+        o[start:stop] = read_slots(read_weight[start:stop], chained, hit[events], found[events], read_row[events],
+                                   table0)[0]
+    ends = chains.layout.ends
+    rows = chains.row[ends]
+    del hit, found, read_row, chains                     # only the chain states stay for the gather
+    return o.to(v.dtype), rows, chained.index_select(0, ends)
+
+
 def chunk_read_write(read_weight, write_weight, v, gamma, memory0, mass0, read_slot, write_slot, sequence_ids,
                      num_sequences: int, num_slots: int, output_final_state: bool):
     """The PyTorch read/write of `chunk_ram` (see `TorchChunkRAMFunction`); v and gamma in any float
