@@ -37,6 +37,11 @@ ABLATIONS = {                    # label -> the options changed from the quick j
     'address norm, temperature 0.25': {'address_norm': True, 'address_temperature': 0.25},
     'self-read init': {'self_read_init': True},
     'self-read init, K=16': {'self_read_init': True, 'topk': 16},
+    'self-read init, address norm, temperature 1': {'self_read_init': True, 'address_norm': True},
+    'self-read init, address norm, temperature 0.5': {'self_read_init': True, 'address_norm': True,
+                                                      'address_temperature': 0.5},
+    'self-read init, address norm, temperature 2': {'self_read_init': True, 'address_norm': True,
+                                                    'address_temperature': 2.0},
     'tied, identity conv init': {'tie_address_projections': True, 'address_conv_init': 'identity'},
     'tied, identity conv init, address norm, temperature 0.25': {
         'tie_address_projections': True, 'address_conv_init': 'identity', 'address_norm': True,
