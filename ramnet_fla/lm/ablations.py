@@ -17,7 +17,10 @@ from dataclasses import replace
 from ramnet_fla.lm.config import TrainConfig
 from ramnet_fla.lm import jobs
 
-ABLATIONS = {                    # label -> the options changed from the quick job's RAM (`ablation_spec`)
+# The layer as the ablations started from: short convolutions on and the paper's independent random
+# address projections (self_read_init=False; `self_read_init` defaults to on since these ablations)
+BASE_SPEC = {'name': 'ram', 'use_short_conv': True, 'self_read_init': False}
+ABLATIONS = {                    # label -> the options changed from BASE_SPEC (`ablation_spec`)
     'base': {},
     'short conv off': {'use_short_conv': False},
     'K=4': {'topk': 4},
@@ -62,7 +65,7 @@ ABLATIONS = {                    # label -> the options changed from the quick j
 def ablation_spec(label: str) -> dict:
     if label not in ABLATIONS:
         raise ValueError(f"`--only`: unknown ablation {label!r}; known: {list(ABLATIONS)}")
-    return {'name': 'ram', 'num_heads': jobs.NUM_HEADS, 'use_short_conv': True, **ABLATIONS[label]}
+    return {**BASE_SPEC, 'num_heads': jobs.NUM_HEADS, **ABLATIONS[label]}
 
 
 def ablation_config(label: str, lr: float, out: str, target: int, args) -> TrainConfig:

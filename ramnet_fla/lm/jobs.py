@@ -35,7 +35,7 @@ SWEEP_LRS = (1e-3, 2e-3, 4e-3)
 # model. The sweep here finished lr 2e-3 for every model only, so all run at 2e-3 for now.
 CHOSEN = {
     'ram': {'lr': 2e-3, 'short_conv': True},
-    'gla': {'lr': 2e-3, 'short_conv': True},
+    'gla': {'lr': 4e-3, 'short_conv': True},
     'deltanet': {'lr': 2e-3, 'short_conv': False},
     'attention': {'lr': 2e-3, 'short_conv': False},
     'ram x3 + attention': {'lr': 2e-3, 'short_conv': True},

@@ -17,7 +17,8 @@ HIDDEN = 32
 
 def make_layer(seed=0, **kwargs):
     torch.manual_seed(seed)
-    options = dict(hidden_size=HIDDEN, num_heads=2, num_factors=2, factor_dim=4, topk=3, layer_idx=0)
+    options = dict(hidden_size=HIDDEN, num_heads=2, num_factors=2, factor_dim=4, topk=3, layer_idx=0,
+                   use_short_conv=False)
     options.update(kwargs)
     layer = RAMAttention(**options)
     with torch.no_grad():                          # break the symmetry of zero-initialised parameters

@@ -86,14 +86,14 @@ def test_self_read_init_survives_the_model_initialisation_and_reads_the_written_
         found = layer.address_slots(torch.randn(2, 7, HIDDEN))
         assert torch.equal(found['read_slots'], found['write_slots'])            # CAPE shifts both alike
     assert not torch.equal(model.model.layers[0].attn.q_proj.weight, model.model.layers[1].attn.q_proj.weight)
-    plain = RAMAttention(HIDDEN, num_heads=HEADS, self_read_init=True)           # no short conv: projections only
+    plain = RAMAttention(HIDDEN, num_heads=HEADS, self_read_init=True, use_short_conv=False)   # projections only
     assert plain.address_conv_init is None and torch.equal(plain.k_proj.weight, plain.q_proj.weight)
 
 
 def test_address_norm_makes_the_addresses_independent_of_the_projection_scale():
     torch.manual_seed(2)
     layer = RAMAttention(HIDDEN, num_heads=HEADS, num_factors=3, factor_dim=4, topk=4, address_norm=True,
-                         address_temperature=0.5)
+                         address_temperature=0.5, use_short_conv=False)
     x = torch.randn(2, 9, HIDDEN)
     before = layer.address_slots(x)
     with torch.no_grad():
@@ -142,7 +142,7 @@ def test_temperature_and_decay_bias_inits_survive_the_model_initialisation():
 
 
 @pytest.mark.parametrize('kwargs, error, match', [
-    ({'address_conv_init': 'shift'}, ValueError, 'use_short_conv'),
+    ({'address_conv_init': 'shift', 'use_short_conv': False}, ValueError, 'use_short_conv'),
     ({'address_conv_init': 'delay', 'use_short_conv': True}, ValueError, 'address_conv_init'),
     ({'tie_address_projections': 'yes'}, TypeError, 'tie_address_projections'),
     ({'address_norm': 1}, TypeError, 'address_norm'),
