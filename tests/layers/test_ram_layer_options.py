@@ -90,6 +90,19 @@ def test_self_read_init_survives_the_model_initialisation_and_reads_the_written_
     assert plain.address_conv_init is None and torch.equal(plain.k_proj.weight, plain.q_proj.weight)
 
 
+@pytest.mark.parametrize('prior', [dict(tie_address_projections=True, address_conv_init='shift'),
+                                   dict(tie_address_projections=True), dict(address_conv_init='shift')],
+                         ids=['tie-and-shift', 'tie', 'shift'])
+def test_the_recall_prior_turns_self_read_init_off(prior):
+    # MQAR's address prior builds the layer it built before self_read_init existed
+    layers = []
+    for explicit in ({}, {'self_read_init': False}):
+        torch.manual_seed(5)
+        layers.append(RAMAttention(HIDDEN, num_heads=HEADS, use_short_conv=True, **prior, **explicit))
+    assert layers[0].self_read_init is False
+    assert all(torch.equal(a, b) for a, b in zip(layers[0].state_dict().values(), layers[1].state_dict().values()))
+
+
 def test_address_norm_makes_the_addresses_independent_of_the_projection_scale():
     torch.manual_seed(2)
     layer = RAMAttention(HIDDEN, num_heads=HEADS, num_factors=3, factor_dim=4, topk=4, address_norm=True,
