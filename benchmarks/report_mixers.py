@@ -23,8 +23,10 @@ import torch
 HIDDEN, BATCH, SEQ_LEN, HEADS = 256, 8, 256, 4
 CONTEXTS = (256, 1024, 4096, 8192)
 MIXER_SPECS = {
-    'ram': {'name': 'ram', 'num_heads': HEADS},
-    'gla': {'name': 'gla', 'num_heads': HEADS},
+    'ram': {'name': 'ram', 'num_heads': HEADS},                  # defaults: short convolutions on
+    'ram-noconv': {'name': 'ram', 'num_heads': HEADS, 'use_short_conv': False},
+    'gla': {'name': 'gla', 'num_heads': HEADS},                  # fla's defaults: short convolutions off
+    'gla-conv': {'name': 'gla', 'num_heads': HEADS, 'use_short_conv': True},
     'deltanet': {'name': 'deltanet', 'num_heads': HEADS},
     'gated_deltanet': {'name': 'gated_deltanet', 'num_heads': HEADS, 'head_dim': HIDDEN // HEADS},
     'attention': {'name': 'attention', 'num_heads': HEADS},
