@@ -206,12 +206,14 @@ def plot(records: list[dict], path: str, title: str) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for record in records:
         curve = record['curve']
         left.plot([c[0] for c in curve], [c[1] for c in curve], marker='o', markersize=3,
                   label=f"{record['mixer']} ({record['bits_per_byte']:.3f} bits/byte)")
+    left.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1e3:,.0f}k"))
     left.set_xlabel('training tokens')
     left.set_ylabel('held-out loss (nats/token)')
     left.grid(alpha=0.3)
