@@ -65,5 +65,16 @@ def test_a_corpus_shorter_than_one_sequence(capsys, tmp_path):
 def test_missing_data_and_no_job(capsys, tmp_path, data_dir):
     args = tiny_args(str(tmp_path / 'nothing-*.txt'), data_dir, str(tmp_path / 'out'))
     assert 'names no text file' in _error(capsys, ['train', *args])
-    assert 'give a sub-command (prepare, train) or --quick / --sweep' in _error(capsys, [])
+    assert 'give a sub-command (prepare, train) or --quick / --sweep / --ablations' in _error(capsys, [])
     assert '--steps' in _error(capsys, ['--quick', '--steps', '0'])
+
+
+@pytest.mark.parametrize('argv, expected', [
+    (['--ablations', '--only', 'K=5'], "`--only`: unknown ablation(s) ['K=5']"),
+    (['--sweep', '--only', 'mamba'], "`--only`: unknown model(s) ['mamba']"),
+    (['--quick', '--lrs', '1e-3'], '--lrs goes with --sweep or --ablations'),
+    (['--ablations', '--lrs', '0'], '`--lrs` must be positive'),
+    (['--quick', '--ablations'], 'not allowed with argument'),
+])
+def test_job_options_are_checked_before_any_work(capsys, argv, expected):
+    assert expected in _error(capsys, argv)
