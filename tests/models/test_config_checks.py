@@ -31,3 +31,23 @@ def test_a_config_round_trips_through_a_dict():
     config = RAMNetConfig(vocab_size=64, num_hidden_layers=3, mixers=['ram', 'attention'])
     again = RAMNetConfig.from_dict(config.to_dict())
     assert again.layer_mixer_names == ['ram', 'attention', 'ram']
+
+
+def test_configs_saved_before_the_ram_default_change_keep_their_layers(tmp_path):
+    from ramnet_fla import RAMNetConfig, RAMNetForCausalLM
+    config = RAMNetConfig(mixers=['ram', {'name': 'ram', 'num_heads': 2, 'use_short_conv': True}, 'gla'],
+                          vocab_size=32, hidden_size=16, num_hidden_layers=3)
+    saved = config.to_dict()
+    assert saved['ram_defaults'] == 2
+    assert RAMNetConfig.from_dict(saved).mixers == config.mixers              # today's configs are unchanged
+    saved.pop('ram_defaults')                                                 # as written before the change
+    old = RAMNetConfig.from_dict(saved)
+    assert old.mixers[0] == {'name': 'ram', 'use_short_conv': False, 'self_read_init': False}
+    assert old.mixers[1] == {'name': 'ram', 'num_heads': 2, 'use_short_conv': True, 'self_read_init': False}
+    assert old.mixers[2] == 'gla'
+    model = RAMNetForCausalLM(old)
+    assert not model.model.layers[0].attn.use_short_conv and model.model.layers[1].attn.use_short_conv
+    old.save_pretrained(tmp_path)                                             # and stays so when saved again
+    assert RAMNetConfig.from_pretrained(tmp_path).mixers == old.mixers
+    with pytest.raises(ValueError, match='ram_defaults'):
+        RAMNetConfig(ram_defaults=7)

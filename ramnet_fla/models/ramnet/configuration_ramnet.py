@@ -12,6 +12,12 @@ from transformers.configuration_utils import PreTrainedConfig
 from ramnet_fla.plugin.resolve import layer_mixer_spec, normalize_spec
 from ramnet_fla.utils.checks import check_int
 
+# RAMAttention's defaults changed with version 2 (short convolutions and self_read_init on). A config
+# saved before records no `ram_defaults`; it is read as version 1 and its RAM layers get the options
+# they were built with, so an old checkpoint loads into the same architecture.
+RAM_DEFAULTS_VERSION = 2
+RAM_DEFAULTS_BEFORE = {1: {'use_short_conv': False, 'self_read_init': False}}
+
 
 def _check_positive_number(name: str, value) -> None:
     """`value` must be a finite real number > 0 (not a bool)."""
@@ -47,6 +53,7 @@ class RAMNetConfig(PreTrainedConfig):
     def __init__(
         self,
         mixers=None,
+        ram_defaults: int = RAM_DEFAULTS_VERSION,
         vocab_size: int = 32000,
         hidden_size: int = 1024,
         num_hidden_layers: int = 24,
@@ -105,6 +112,15 @@ class RAMNetConfig(PreTrainedConfig):
         validate_loss_config(fuse_cross_entropy=fuse_cross_entropy, fuse_linear_cross_entropy=fuse_linear_cross_entropy)
 
         self.mixers = [copy.deepcopy(spec) if isinstance(spec, str) else copy.deepcopy(dict(spec)) for spec in mixers]
+        if ram_defaults not in (*RAM_DEFAULTS_BEFORE, RAM_DEFAULTS_VERSION):
+            raise ValueError(f"`ram_defaults` must be one of {[*RAM_DEFAULTS_BEFORE, RAM_DEFAULTS_VERSION]}, "
+                             f"got {ram_defaults!r}")
+        if ram_defaults != RAM_DEFAULTS_VERSION:
+            older = RAM_DEFAULTS_BEFORE[ram_defaults]
+            self.mixers = [{**older, **({'name': spec} if isinstance(spec, str) else spec)}
+                           if (spec if isinstance(spec, str) else spec.get('name')) == 'ram' else spec
+                           for spec in self.mixers]
+        self.ram_defaults = RAM_DEFAULTS_VERSION          # the old options are explicit in `mixers` now
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
         self.num_hidden_layers = num_hidden_layers
@@ -127,6 +143,14 @@ class RAMNetConfig(PreTrainedConfig):
             tie_word_embeddings=tie_word_embeddings,
             **kwargs,
         )
+
+    @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        """As transformers' (from_pretrained reads configs through it); a dict without `ram_defaults`
+        was saved before RAMAttention's defaults changed (see RAM_DEFAULTS_VERSION)."""
+        if 'ram_defaults' not in config_dict:
+            config_dict = {**config_dict, 'ram_defaults': 1}
+        return super().from_dict(config_dict, **kwargs)
 
     def mixer_for_layer(self, layer_idx: int) -> dict:
         """The mixer spec of layer `layer_idx` (a fresh dict {'name': ..., **kwargs}), exactly what the
