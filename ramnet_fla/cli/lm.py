@@ -190,16 +190,12 @@ def run_job(args) -> int:
         parser.error('--quick, --sweep and --ablations run in one process; use `train` under torchrun')
     if args.steps is not None and args.steps < 1:
         parser.error(f"`--steps` must be a positive int, got {args.steps}")
-    if args.ablations:
-        from ramnet_fla.lm.ablations import ABLATIONS, run_ablations
-        unknown = [label for label in args.only or () if label not in ABLATIONS]
-        if unknown:
-            parser.error(f"`--only`: unknown ablation(s) {unknown}; known: {list(ABLATIONS)}")
-        return run_ablations(args)
-    unknown = [label for label in args.only or () if label not in jobs.MODELS]
+    from ramnet_fla.lm.ablations import ABLATIONS, run_ablations
+    known, kind = (ABLATIONS, 'ablation(s)') if args.ablations else (jobs.MODELS, 'model(s)')
+    unknown = [label for label in args.only or () if label not in known]
     if unknown:
-        parser.error(f"`--only`: unknown model(s) {unknown}; known: {list(jobs.MODELS)}")
-    return (jobs.run_sweep if args.sweep else jobs.run_quick)(args)
+        parser.error(f"`--only`: unknown {kind} {unknown}; known: {list(known)}")
+    return (run_ablations if args.ablations else jobs.run_sweep if args.sweep else jobs.run_quick)(args)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

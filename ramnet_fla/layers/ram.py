@@ -254,7 +254,7 @@ class RAMAttention(nn.Module):
             self.v_conv1d = ShortConvolution(H * V, conv_size, bias=conv_bias, activation='silu')
         self.o_norm = FusedRMSNormGated(V, eps=self.norm_eps, activation='sigmoid')
         self.o_proj = nn.Linear(H * V, hidden_size, bias=False)
-        self._init_address_convs()
+        self._init_address_prior()
         self._init_decay_bias()
 
     def address_parameters(self) -> Iterator[nn.Parameter]:
@@ -296,7 +296,7 @@ class RAMAttention(nn.Module):
         with torch.no_grad():
             self.read_log_temperature.fill_(math.log(self.address_temperature))
             self.write_log_temperature.fill_(math.log(self.address_temperature))
-        self._init_address_convs()
+        self._init_address_prior()
         self._init_decay_bias()
 
     def _init_decay_bias(self) -> None:
@@ -304,7 +304,7 @@ class RAMAttention(nn.Module):
             with torch.no_grad():
                 self.gamma_proj.bias.fill_(self.decay_bias_init)
 
-    def _init_address_convs(self) -> None:
+    def _init_address_prior(self) -> None:
         """`address_conv_init`: 'shift': read conv = identity, write conv = one-token delay (newest tap
         last); 'identity': both the identity. `self_read_init`: k_proj = q_proj (untied layers)."""
         if self.self_read_init and not self.tie_address_projections:

@@ -7,8 +7,8 @@
   written, the entropy of slot usage (as a share of log M) and its KL divergence from uniform usage
   (Lample et al. 2019 measure product-key memories so), the mean Top-K weight mass and top-1 weight,
   the PDMA decay exponent's quantiles and the retention (1 - w)**gamma of each token's strongest
-  write. Over rank 0's first micro-batch every `log_every` steps, and over the whole held-out set at
-  every evaluation. The addresses are recomputed from each RAM layer's input in a forward pre-hook
+  write. Over the micro-batches of every `log_every`-th step (rank 0's rows, as rank 0 logs), and
+  over the whole held-out set at every evaluation. The addresses are recomputed from each RAM layer's input in a forward pre-hook
   (`RAMAttention.address_slots`), so the op is untouched; this costs about one address computation
   per layer and forward while it is on.
 """
@@ -20,6 +20,8 @@ import re
 from collections.abc import Callable
 
 import torch
+
+from ramnet_fla.ops.ram.common import pdma_decay
 
 DIAGNOSTICS: dict[str, Callable] = {}
 
@@ -86,7 +88,7 @@ class SlotTally:
             self.sums[f'{kind}_top1'] += weights.amax(-1).sum(0).cpu()
         gamma = found['gamma'].reshape(-1, H)
         strongest = found['write_weights'].reshape(-1, H, found['write_weights'].shape[-1]).amax(-1)
-        retention = torch.exp(gamma.double() * torch.log1p(-strongest.double().clamp(max=1 - 1e-6)))
+        retention = pdma_decay(strongest.double(), gamma.double())
         self.sums['retention'] += retention.sum(0).cpu()
         self.gammas.append(gamma.float().cpu())
         self.tokens += gamma.shape[0]
@@ -123,7 +125,6 @@ class SlotUsage:
 
     def __init__(self, config) -> None:
         self.every = max(1, config.log_every)
-        self.layers: dict[str, torch.nn.Module] = {}
         self.train_tally: dict[str, SlotTally] = {}
         self.eval_tally: dict[str, SlotTally] = {}
         self.sample_next = False
@@ -134,9 +135,8 @@ class SlotUsage:
         for name, module in run.model.named_modules():
             if isinstance(module, RAMAttention):
                 key = re.sub(r'^(?:.*\.)?(layers\.\d+)\..*$', r'\1', name)
-                self.layers[key] = module
                 self.handles.append(module.register_forward_pre_hook(self._pre_hook(key), with_kwargs=True))
-        if not self.layers:
+        if not self.handles:
             raise ValueError("`--diagnostics ram_slots` needs a model with at least one RAM layer; "
                              f"the mixers are {[m.get('name') for m in run.config.mixers]}")
 
@@ -151,10 +151,10 @@ class SlotUsage:
                 tallies = self.train_tally
             else:
                 tallies = self.eval_tally
-            tally = tallies.setdefault(key, SlotTally(module.num_heads, module.num_slots))
             if kwargs.get('attention_mask') is not None or kwargs.get('cu_seqlens') is not None:
                 raise ValueError("`--diagnostics ram_slots` takes unpadded, unpacked batches (no attention_mask "
                                  "or cu_seqlens), as `ramnet-fla lm` trains")
+            tally = tallies.setdefault(key, SlotTally(module.num_heads, module.num_slots))
             tally.add(module.address_slots(hidden_states.detach()))
             return None
         return hook
