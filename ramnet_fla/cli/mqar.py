@@ -24,7 +24,7 @@ import sys
 import torch
 
 from ramnet_fla.cli.types import device as device_name
-from ramnet_fla.cli.types import int_at_least, positive_float
+from ramnet_fla.cli.types import int_at_least, positive_float, shard
 from ramnet_fla.utils.extras import require_extra
 
 
@@ -36,6 +36,8 @@ def check_arguments(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     from ramnet_fla.mqar.train import load_results
     from ramnet_fla.plugin import get_plugin_manager
 
+    if args.shard is not None and not (args.medium or args.full):
+        parser.error("argument --shard: only applies to --medium and --full (the quick comparison is one sweep)")
     if args.full:
         ignored = [option for option, value in (('--mixers', args.mixers), ('--num-test', args.num_test))
                    if value is not None]
@@ -78,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     if args.medium:
         return _run_medium(args, results_path)
     if args.full:
-        runs = full_runs(args.seed, args.steps or 4000, prior=not args.no_prior)
+        runs = _shard(full_runs(args.seed, args.steps or 4000, prior=not args.no_prior), args.shard)
         learning_rates = args.lr or FULL_LEARNING_RATES
     else:
         mixers = tuple(args.mixers) if args.mixers else QUICK_MIXERS
@@ -106,11 +108,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shard(points: list, share: tuple[int, int] | None) -> list:
+    """This process's points of a sweep: I, I+N, I+2N, ... for --shard I/N (all without it)."""
+    if share is None:
+        return points
+    index, count = share
+    return points[index::count]
+
+
 def _run_medium(args: argparse.Namespace, results_path: str) -> int:
     """--medium: `ramnet_fla.mqar.experiments.medium_points`, trained by `run_medium`, plotted by report."""
     from ramnet_fla.mqar.experiments import MEDIUM_LEARNING_RATES, medium_plan, medium_points, run_medium
     from ramnet_fla.mqar.report import format_table, plot_accuracy_vs_m, plot_medium, summarize_seeds
-    points = medium_points(args.steps) if args.steps else medium_points()
+    points = _shard(medium_points(args.steps) if args.steps else medium_points(), args.shard)
     learning_rates = tuple(args.lr) if args.lr else MEDIUM_LEARNING_RATES
     print(medium_plan(points, learning_rates=learning_rates), flush=True)
     def log(r: dict) -> None:
@@ -148,4 +158,8 @@ def register(subparsers) -> None:
     parser.add_argument('--device', type=device_name, default=None, help='cpu, cuda or cuda:N (default: cuda when present)')
     parser.add_argument('--threads', type=int_at_least(1), default=2, help='CPU threads (default 2)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bars')
+    parser.add_argument('--shard', type=shard, default=None, metavar='I/N',
+                        help='--medium/--full: train points I, I+N, ... only; N processes with the same --out '
+                             'share its results.json (a lock keeps every record); a run without --shard '
+                             'afterwards trains nothing new and draws the plots of all')
     parser.set_defaults(func=run, parser=parser)

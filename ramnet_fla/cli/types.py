@@ -41,3 +41,14 @@ def device(text: str) -> str:
     if DEVICE_PATTERN.fullmatch(text) is None:
         raise argparse.ArgumentTypeError(f"must be cpu, cuda or cuda:N, got {text!r}")
     return text
+
+
+def shard(text: str) -> tuple[int, int]:
+    """A `type=`: 'I/N' with 0 <= I < N, this process's share of a sweep (points I, I+N, I+2N, ...)."""
+    match = re.fullmatch(r'(\d+)/(\d+)', text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"must be I/N (e.g. 0/2), got {text!r}")
+    index, count = int(match.group(1)), int(match.group(2))
+    if count < 1 or index >= count:
+        raise argparse.ArgumentTypeError(f"must be I/N with N >= 1 and 0 <= I < N, got {text!r}")
+    return index, count

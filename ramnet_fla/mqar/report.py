@@ -201,7 +201,8 @@ def plot_accuracy_vs_m(rows: list[dict], path: str, title: str | None = None) ->
     ax.set_xlabel('memory slots M = d_p ** U (log)')
     ax.set_ylabel('accuracy, held out\n(mean; bars: min..max over seeds)')
     ax.grid(alpha=0.3, which='both')
-    ax.legend(fontsize=7)
+    if ram:
+        ax.legend(fontsize=7)
     seq_len = ram[0]['seq_len'] if ram else '?'
     ax.set_title(title or f"RAM-Net: accuracy against M at a nearly fixed parameter count (T={seq_len})", fontsize=10)
     fig.tight_layout()

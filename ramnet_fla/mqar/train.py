@@ -15,6 +15,7 @@ where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -363,6 +364,35 @@ def save_results(path: str | os.PathLike, records: list[dict]) -> None:
     os.replace(temporary, path)
 
 
+@contextlib.contextmanager
+def _locked(path: str | os.PathLike):
+    """An exclusive lock on `path`.lock while the block runs (POSIX flock; elsewhere no lock), so
+    processes sharing one results file (`--shard`) never lose each other's records."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(f"{path}.lock", 'a') as handle:
+        try:
+            import fcntl
+        except ImportError:  # Windows: one process per results file
+            yield
+            return
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def append_result(path: str | os.PathLike, record: dict) -> list[dict]:
+    """Add one record to a results file, re-reading it under a lock first, so records that other
+    processes appended meanwhile are kept. Returns the file's records after the append."""
+    with _locked(path):
+        records = load_results(path)
+        if all(r['key'] != record['key'] for r in records):
+            records.append(record)
+            save_results(path, records)
+    return records
+
+
 def run_sweep(runs: Sequence[MQARRun], results_path: str | os.PathLike | None = None,
               learning_rates: Sequence[float] | None = None, device=None, progress: bool = True,
               stop_lr_sweep_at_target: bool = True,
@@ -375,8 +405,7 @@ def run_sweep(runs: Sequence[MQARRun], results_path: str | os.PathLike | None = 
         `stop_lr_sweep_at_target`, the remaining rates of a run are skipped once one reaches the
         target accuracy (the lr sweep of Zoology, cut short when nothing is left to find).
     """
-    records = load_results(results_path) if results_path is not None else []
-    done = {r['key']: r for r in records}
+    done = {r['key']: r for r in load_results(results_path)} if results_path is not None else {}
     out = []
     for base in runs:
         for lr in (learning_rates or [base.lr]):
@@ -384,10 +413,9 @@ def run_sweep(runs: Sequence[MQARRun], results_path: str | os.PathLike | None = 
             record = done.get(run.key())
             if record is None:
                 record = train_mqar(run, device=device, progress=progress)
-                records.append(record)
                 done[record['key']] = record
                 if results_path is not None:
-                    save_results(results_path, records)
+                    append_result(results_path, record)
             out.append(record)
             if on_record is not None:
                 on_record(record)

@@ -106,3 +106,50 @@ def test_medium_command_runs_its_points_and_writes_plots(tmp_path, monkeypatch, 
     assert (out / 'mqar_medium_vs_m.png').read_bytes()[:8] == PNG
     printed = capsys.readouterr().out
     assert 'does not fit 3 h' in printed and 'ram-M16' in printed
+
+
+def test_shards_share_one_results_file_and_a_plain_run_then_trains_nothing(tmp_path, monkeypatch):
+    ram = {'name': 'ram', 'num_heads': 2, 'use_short_conv': True, 'num_factors': 2, 'factor_dim': 4, 'topk': 2}
+    tiny = [_tiny_point('ram-M16', ram), _tiny_point('deltanet', {'name': 'deltanet', 'num_heads': 2}),
+            _tiny_point('gla', {'name': 'gla', 'num_heads': 2})]
+    monkeypatch.setattr(mqar_experiments, "medium_points", lambda *args: tiny)
+    out = tmp_path / 'medium'
+    common = ['mqar', '--medium', '--out', str(out), '--threads', '1', '--no-progress', '--lr', '1e-3']
+    assert main(common + ['--shard', '1/2']) == 0
+    assert {r['mixer'] for r in json.loads((out / 'results.json').read_text())} == {'deltanet'}
+    assert main(common + ['--shard', '0/2']) == 0
+    records = json.loads((out / 'results.json').read_text())
+    assert sorted({r['mixer'] for r in records}) == ['deltanet', 'gla', 'ram-M16'] and len(records) == 9
+    trained = []
+    monkeypatch.setattr('ramnet_fla.mqar.train.train_mqar', lambda run, **kw: trained.append(run))
+    assert main(common) == 0
+    assert trained == [] and json.loads((out / 'results.json').read_text()) == records
+
+
+def test_append_result_keeps_records_another_process_wrote_meanwhile(tmp_path):
+    from ramnet_fla.mqar.train import append_result, load_results, save_results
+
+    def record(name):
+        return {'key': json.dumps({'mixer': name}), 'mixer': name, 'accuracy': 0.5}
+
+    path = tmp_path / 'results.json'
+    append_result(path, record('a'))
+    save_results(path, load_results(path) + [record('b')])  # the other shard, after this one started
+    append_result(path, record('c'))
+    append_result(path, record('a'))  # already there: not added twice
+    assert [r['mixer'] for r in load_results(path)] == ['a', 'b', 'c']
+
+
+@pytest.mark.parametrize('value, expected', [('2/2', '0 <= I < N'), ('1/0', 'N >= 1'), ('a/2', 'I/N'), ('-1/2', 'I/N')])
+def test_shard_values_are_checked(value, expected, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(['mqar', '--medium', '--shard', value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert 'argument --shard' in err and expected in err
+
+
+def test_shard_needs_a_sweep(capsys):
+    with pytest.raises(SystemExit):
+        main(['mqar', '--shard', '0/2'])
+    assert '--shard: only applies to --medium and --full' in capsys.readouterr().err
