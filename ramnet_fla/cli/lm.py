@@ -183,6 +183,10 @@ def run_job(args) -> int:
         parser.error('give a sub-command (prepare, train) or --quick / --sweep / --ablations')
     if args.lrs and not (args.ablations or args.sweep):
         parser.error('--lrs goes with --sweep or --ablations')
+    if args.seeds and not args.quick:
+        parser.error('--seeds goes with --quick')
+    if any(seed < 0 for seed in args.seeds or ()) or len(set(args.seeds or ())) != len(args.seeds or ()):
+        parser.error(f"`--seeds` must be distinct integers >= 0, got {args.seeds}")
     if any(not lr > 0 for lr in args.lrs or ()):
         parser.error(f"`--lrs` must be positive, got {args.lrs}")
     _check_extras(parser, needed_modules(['kjv'], 'bpe', progress=not args.no_progress, plot=True))
@@ -211,6 +215,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="learning rates (--sweep: default 1e-3 2e-3 4e-3; --ablations: the recipe's 2e-3)")
     parser.add_argument('--out', default=None, help='output folder (default runs/lm/quick, runs/lm/sweep, runs/lm/ablations)')
     parser.add_argument('--steps', type=int, default=None, help='override the steps of each run')
+    parser.add_argument('--seeds', nargs='+', type=int, default=None, metavar='SEED',
+                        help="--quick: train every model at each seed (init and batch order; default the "
+                             "recipe's 0) and print mean and min..max per model")
     parser.add_argument('--data-dir', default=None, help='token cache (default $RAMNET_FLA_DATA or ~/.cache/ramnet-fla/lm)')
     parser.add_argument('--threads', type=int, default=2, help='torch CPU threads (default 2)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bars')

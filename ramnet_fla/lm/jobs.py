@@ -66,12 +66,17 @@ def parameter_target(vocab_size: int) -> int:
 
 
 def run_config(label: str, lr: float, short_conv: bool, out: str, target: int, steps: int | None,
-               threads: int, data_dir: str | None, progress: bool) -> TrainConfig:
+               threads: int, data_dir: str | None, progress: bool, seed: int | None = None) -> TrainConfig:
+    """One model of a job. `seed` (default the recipe's) draws the initialisation and the batch order,
+    the same for every model; a run at another seed than the recipe's has `-seed<N>` in its folder."""
     slug = label.replace(' ', '').replace('+', '_')
     steps = steps or RECIPE.steps
+    seed = RECIPE.seed if seed is None else seed
     name = f"{slug}-lr{lr:g}-{'conv' if short_conv else 'noconv'}-{steps}steps"
+    if seed != RECIPE.seed:
+        name += f"-seed{seed}"
     return replace(RECIPE, mixers=layer_specs(label, short_conv), match_params=target, lr=lr,
-                   steps=steps, threads=threads, data_dir=data_dir, progress=progress,
+                   steps=steps, threads=threads, data_dir=data_dir, progress=progress, seed=seed,
                    label=label, out=os.path.join(out, name), resume='latest')
 
 
@@ -153,29 +158,61 @@ def run_quick(args) -> int:
     settings = _settings_from_sweep(args.settings) if getattr(args, 'settings', None) else CHOSEN
     vocab_size, target = _vocab_size(args)
     labels = getattr(args, 'only', None) or list(MODELS)
-    configs = {label: run_config(label, settings[label]['lr'], settings[label]['short_conv'], out, target, args.steps,
-                                 args.threads, args.data_dir, not args.no_progress) for label in labels}
+    seeds = tuple(getattr(args, 'seeds', None) or (RECIPE.seed,))
+    configs = {(label, seed): run_config(label, settings[label]['lr'], settings[label]['short_conv'], out, target,
+                                         args.steps, args.threads, args.data_dir, not args.no_progress, seed)
+               for seed in seeds for label in labels}
     from ramnet_fla.lm.model import build_config, count_params, match_params
     print(f"parameter budget: {target:,} ({REFERENCE} at fla's default MLP width)")
-    for label, config in configs.items():
+    for label in labels:
+        config = configs[label, seeds[0]]
         model_config = match_params(build_config(config.mixers, vocab_size, config.hidden_size, config.layers), target)
         count = count_params(model_config)['total']
         print(f"  {label:<20} {count:>10,} parameters ({(count / target - 1) * 100:+.2f}%), "
               f"MLP width {model_config.intermediate_size}")
     records = []
-    for label, config in configs.items():
-        records.append(_summary(train_or_reuse(config), settings[label]['short_conv']))
+    for (label, seed), config in configs.items():
+        records.append({**_summary(train_or_reuse(config), settings[label]['short_conv']), 'seed': seed})
         _save(os.path.join(out, 'results.json'), records)
     seconds = time.perf_counter() - start
     for record in records:
         record['wall_seconds_total'] = round(seconds, 1)
     _save(os.path.join(out, 'results.json'), records)
-    print(format_table(records))
+    first = [r for r in records if r['seed'] == seeds[0]]
+    print(format_table(first))
+    if len(seeds) > 1:
+        print(f"\nover seeds {list(seeds)}:\n" + format_seed_table(records))
     plot_path = os.path.join(out, 'lm_quick.png')
-    plot(records, plot_path, f"ramnet-fla lm --quick: KJV, BPE 4096, {records[0]['tokens']:,} tokens, "
-                             f"~{target / 1e6:.1f}M parameters, CPU {args.threads} threads")
+    plot(first, plot_path, f"ramnet-fla lm --quick: KJV, BPE 4096, {records[0]['tokens']:,} tokens, "
+                           f"~{target / 1e6:.1f}M parameters, CPU {args.threads} threads, seed {seeds[0]}")
     print(f"\nwall time {seconds / 60:.1f} min\nresults: {os.path.join(out, 'results.json')}\nplot:    {plot_path}")
     return 0
+
+
+def seed_summary(records: list[dict]) -> list[dict]:
+    """Per model (first-seen order): held-out bits/byte over its seeds (mean, min, max, the seeds) and
+    the mean as a multiple of the best other-mixer mean of GLA and DeltaNet present."""
+    rows: dict[str, dict] = {}
+    for record in records:
+        row = rows.setdefault(record['mixer'], {'mixer': record['mixer'], 'seeds': [], 'values': []})
+        row['seeds'].append(record['seed'])
+        row['values'].append(record['bits_per_byte'])
+    for row in rows.values():
+        values = row.pop('values')
+        row.update(mean=sum(values) / len(values), min=min(values), max=max(values))
+    baselines = [rows[name]['mean'] for name in ('gla', 'deltanet') if name in rows]
+    for row in rows.values():
+        row['vs_best_baseline'] = row['mean'] / min(baselines) if baselines else None
+    return list(rows.values())
+
+
+def format_seed_table(records: list[dict]) -> str:
+    lines = ['| mixer | seeds | bits/byte mean | min..max | mean vs best of gla, deltanet |', '|---|---|---|---|---|']
+    for row in seed_summary(records):
+        ratio = f"{row['vs_best_baseline']:.4f}x" if row['vs_best_baseline'] else '-'
+        lines.append(f"| {row['mixer']} | {', '.join(map(str, row['seeds']))} | {row['mean']:.4f} | "
+                     f"{row['min']:.4f}..{row['max']:.4f} | {ratio} |")
+    return '\n'.join(lines)
 
 
 def format_table(records: list[dict], sweep: bool = False) -> str:

@@ -75,6 +75,9 @@ def test_missing_data_and_no_job(capsys, tmp_path, data_dir):
     (['--quick', '--lrs', '1e-3'], '--lrs goes with --sweep or --ablations'),
     (['--ablations', '--lrs', '0'], '`--lrs` must be positive'),
     (['--quick', '--ablations'], 'not allowed with argument'),
+    (['--sweep', '--seeds', '1'], '--seeds goes with --quick'),
+    (['--quick', '--seeds', '0', '0'], '`--seeds` must be distinct integers >= 0'),
+    (['--quick', '--seeds', '-1'], '`--seeds` must be distinct integers >= 0'),
 ])
 def test_job_options_are_checked_before_any_work(capsys, argv, expected):
     assert expected in _error(capsys, argv)

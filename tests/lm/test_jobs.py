@@ -91,3 +91,23 @@ def test_ablations_train_the_variants_at_equal_size_and_collect_them(tiny_recipe
         assert len(json.load(f)) == 6
     with pytest.raises(ValueError, match='unknown ablation'):
         ablations.run_ablations(_args(tmp_path / 'abl', data_dir, only=['K=5'], lrs=None))
+
+
+def test_quick_seeds_train_each_model_at_each_seed_and_summarise(tiny_recipe, tmp_path, data_dir, capsys):
+    args = _args(tmp_path, data_dir, only=['gla', 'ram'], seeds=[0, 3])
+    assert jobs.run_quick(args) == 0
+    with open(tmp_path / 'results.json') as f:
+        records = json.load(f)
+    assert [(r['mixer'], r['seed']) for r in records] == [('gla', 0), ('ram', 0), ('gla', 3), ('ram', 3)]
+    folders = sorted(os.listdir(tmp_path))
+    assert any(f.startswith('gla-') and f.endswith('steps') for f in folders), "seed 0 keeps the recipe's folder"
+    assert any(f.startswith('gla-') and f.endswith('-seed3') for f in folders)
+    by = {(r['mixer'], r['seed']): r['bits_per_byte'] for r in records}
+    assert by['gla', 0] != by['gla', 3], "the seed reaches the initialisation and the batches"
+    rows = {row['mixer']: row for row in jobs.seed_summary(records)}
+    assert rows['ram']['seeds'] == [0, 3]
+    assert rows['ram']['mean'] == pytest.approx((by['ram', 0] + by['ram', 3]) / 2)
+    assert rows['ram']['min'] == min(by['ram', 0], by['ram', 3])
+    assert rows['ram']['vs_best_baseline'] == pytest.approx(rows['ram']['mean'] / rows['gla']['mean'])
+    out = capsys.readouterr().out
+    assert 'over seeds [0, 3]' in out and '| ram | 0, 3 |' in out
