@@ -28,14 +28,17 @@ def test_medium_points_cover_the_grid():
     assert len(set(names)) == len(names), "no point twice"
     for p in points:
         assert (p.task.seq_len, p.task.vocab_size, p.d_model) == (256, 8192, 64)
-        assert p.task.num_kv_pairs in (16, 32, 64) and p.steps == 150 and p.seed == 0
+        assert p.task.num_kv_pairs in (32, 64) and p.steps == 150 and p.seed == 0
     at_64 = [n for n, pairs in names if pairs == 64]
     assert at_64[:2] == ['ram-M4096+prior', 'deltanet-d32+prior'], "the target comparison comes first"
     assert [n for n in at_64 if n.startswith('ram') and n.endswith('+prior')] == [
         'ram-M4096+prior', 'ram-M65536+prior', 'ram-M512+prior', 'ram-M64+prior']
-    assert names.index(('ram-M4096', 64)) < names.index(('ram-M4096+prior', 16)), "the 64-pair panel first"
+    assert names.index(('ram-M4096', 64)) < names.index(('ram-M4096+prior', 32)), "the 64-pair panel first"
     assert {'gla-d32+prior', 'deltanet-d32+prior', 'gated_deltanet-d32+prior', 'ram-M4096'} <= set(at_64)
-    assert {n for n, pairs in names if pairs in (16, 32)} == {'ram-M4096+prior', 'deltanet-d32+prior'}
+    assert {n for n, pairs in names if pairs == 32} == {'ram-M4096+prior', 'deltanet-d32+prior'}
+    # two shards (points 0, 2, ... and 1, 3, ...) each get RAM points and baselines
+    for share in (points[0::2], points[1::2]):
+        assert {p.name.split('-')[0] for p in share} >= {'ram', 'deltanet'}
     assert MEDIUM_SEEDS == (0, 1, 2) and sorted(MEDIUM_LEARNING_RATES) == [3e-4, 1e-3, 3e-3]
 
 
@@ -56,7 +59,7 @@ def test_medium_state_sizes_span_ram_and_bound_the_baselines():
 
 def test_medium_plan_states_its_reductions_and_estimate():
     plan = medium_plan(medium_points())
-    assert 'does not fit 3 h' in plan and 'dropped: width 128' in plan and 'seed 0' in plan
+    assert 'does not fit 3 h' in plan and 'width 128 (2x' in plan and 'dropped: 16 pairs' in plan and 'seed 0' in plan
     assert 'estimated time on 1 idle core' in plan
 
 
@@ -70,7 +73,8 @@ def test_run_medium_sweeps_lrs_on_the_first_seed_then_reuses_the_best(tmp_path):
     ram = {'name': 'ram', 'num_heads': 2, 'use_short_conv': True, 'num_factors': 2, 'factor_dim': 4, 'topk': 2}
     point = _tiny_point('ram-M16', ram)
     path = tmp_path / 'results.json'
-    records = run_medium([point], path, seeds=(0, 1, 2), learning_rates=(1e-3, 3e-3), device='cpu', progress=False)
+    records = run_medium([point], path, seeds=(0, 1, 2), learning_rates=(1e-3, 3e-3), device='cpu', progress=False,
+                         seed_floor=0)
     assert [(r['seed'], r['lr']) for r in records][:2] == [(0, 1e-3), (0, 3e-3)]
     best = max(records[:2], key=lambda r: r['accuracy'])['lr']
     assert [(r['seed'], r['lr']) for r in records[2:]] == [(1, best), (2, best)]
@@ -78,7 +82,7 @@ def test_run_medium_sweeps_lrs_on_the_first_seed_then_reuses_the_best(tmp_path):
     # resumed: nothing trained again
     before = path.read_text()
     assert run_medium([point], path, seeds=(0, 1, 2), learning_rates=(1e-3, 3e-3), device='cpu',
-                      progress=False) == records
+                      progress=False, seed_floor=0) == records
     assert path.read_text() == before
 
     rows = summarize_seeds(records)
@@ -92,10 +96,20 @@ def test_run_medium_sweeps_lrs_on_the_first_seed_then_reuses_the_best(tmp_path):
     assert (tmp_path / 'a.png').read_bytes()[:8] == PNG and (tmp_path / 'b.png').read_bytes()[:8] == PNG
 
 
+def test_run_medium_skips_the_other_seeds_of_a_point_at_chance_level(tmp_path):
+    ram = {'name': 'ram', 'num_heads': 2, 'use_short_conv': True, 'num_factors': 2, 'factor_dim': 4, 'topk': 2}
+    records = run_medium([_tiny_point('ram-M16', ram)], tmp_path / 'r.json', seeds=(0, 1), learning_rates=(1e-3,),
+                         device='cpu', progress=False, seed_floor=1.01)
+    assert [(r['seed'], r['lr']) for r in records] == [(0, 1e-3)]
+    row, = summarize_seeds(records)
+    assert row['seeds'] == [0]
+
+
 def test_medium_command_runs_its_points_and_writes_plots(tmp_path, monkeypatch, capsys):
     ram = {'name': 'ram', 'num_heads': 2, 'use_short_conv': True, 'num_factors': 2, 'factor_dim': 4, 'topk': 2}
     tiny = [_tiny_point('ram-M16', ram), _tiny_point('deltanet', {'name': 'deltanet', 'num_heads': 2})]
     monkeypatch.setattr(mqar_experiments, "medium_points", lambda *args: tiny)
+    monkeypatch.setattr(mqar_experiments, "MEDIUM_SEED_FLOOR", 0)  # tiny runs stay at chance level
     out = tmp_path / 'medium'
     assert main(['mqar', '--medium', '--out', str(out), '--threads', '1', '--no-progress', '--lr', '1e-3']) == 0
     records = json.loads((out / 'results.json').read_text())
@@ -113,6 +127,7 @@ def test_shards_share_one_results_file_and_a_plain_run_then_trains_nothing(tmp_p
     tiny = [_tiny_point('ram-M16', ram), _tiny_point('deltanet', {'name': 'deltanet', 'num_heads': 2}),
             _tiny_point('gla', {'name': 'gla', 'num_heads': 2})]
     monkeypatch.setattr(mqar_experiments, "medium_points", lambda *args: tiny)
+    monkeypatch.setattr(mqar_experiments, "MEDIUM_SEED_FLOOR", 0)  # tiny runs stay at chance level
     out = tmp_path / 'medium'
     common = ['mqar', '--medium', '--out', str(out), '--threads', '1', '--no-progress', '--lr', '1e-3']
     assert main(common + ['--shard', '1/2']) == 0
