@@ -36,6 +36,8 @@ def check_arguments(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     from ramnet_fla.mqar.train import load_results
     from ramnet_fla.plugin import get_plugin_manager
 
+    if args.report and args.shard is not None:
+        parser.error("argument --report: reports the whole results file; drop --shard")
     if args.shard is not None and not (args.medium or args.full):
         parser.error("argument --shard: only applies to --medium and --full (the quick comparison is one sweep)")
     if args.full:
@@ -77,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
         os.makedirs(args.out, exist_ok=True)
     except OSError as error:
         args.parser.error(f"argument --out: cannot create {args.out!r}: {error.strerror or error}")
+    if args.report:
+        return _report(args, results_path)
     if args.medium:
         return _run_medium(args, results_path)
     if args.full:
@@ -105,6 +109,29 @@ def run(args: argparse.Namespace) -> int:
     machine = 'CUDA' if torch.cuda.is_available() and device != 'cpu' else f"CPU, threads={args.threads}"
     plot_accuracy_vs_state(best, plot_path, f"MQAR ({'full' if args.full else 'quick'}, seed {args.seed}, {machine})")
     print(f"\nresults: {results_path}\nplot:    {plot_path}")
+    return 0
+
+
+def _report(args: argparse.Namespace, results_path: str) -> int:
+    """--report: the table and plots of the runs already in OUT/results.json; trains nothing (e.g.
+    while shards of a sweep still run). --medium: per configuration over seeds, as the sweep draws."""
+    from ramnet_fla.mqar.report import (format_seed_table, format_table, plot_accuracy_vs_m, plot_accuracy_vs_state,
+                                        plot_medium, summarize_seeds)
+    from ramnet_fla.mqar.train import best_per_config, load_results
+    records = load_results(results_path)
+    if not records:
+        args.parser.error(f"argument --report: {results_path} holds no runs yet")
+    if args.medium:
+        summary = summarize_seeds(records)
+        print(format_seed_table(summary))
+        plot_medium(summary, os.path.join(args.out, 'mqar_medium.png'))
+        plot_accuracy_vs_m(summary, os.path.join(args.out, 'mqar_medium_vs_m.png'))
+        print(f"\n{len(records)} runs in {results_path}\nplots: {args.out}/mqar_medium.png, {args.out}/mqar_medium_vs_m.png")
+        return 0
+    best = best_per_config(records)
+    print(format_table(best))
+    plot_accuracy_vs_state(best, os.path.join(args.out, 'mqar.png'), f"MQAR ({len(records)} runs in {results_path})")
+    print(f"\n{len(records)} runs in {results_path}\nplot: {args.out}/mqar.png")
     return 0
 
 
@@ -158,6 +185,9 @@ def register(subparsers) -> None:
     parser.add_argument('--device', type=device_name, default=None, help='cpu, cuda or cuda:N (default: cuda when present)')
     parser.add_argument('--threads', type=int_at_least(1), default=2, help='CPU threads (default 2)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bars')
+    parser.add_argument('--report', action='store_true',
+                        help='train nothing: the table and plots of the runs already in OUT/results.json '
+                             '(with --medium: over seeds, as the sweep draws them)')
     parser.add_argument('--shard', type=shard, default=None, metavar='I/N',
                         help='--medium/--full: train points I, I+N, ... only; N processes with the same --out '
                              'share its results.json (a lock keeps every record); a run without --shard '

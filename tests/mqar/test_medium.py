@@ -139,6 +139,19 @@ def test_shards_share_one_results_file_and_a_plain_run_then_trains_nothing(tmp_p
     monkeypatch.setattr('ramnet_fla.mqar.train.train_mqar', lambda run, **kw: trained.append(run))
     assert main(common) == 0
     assert trained == [] and json.loads((out / 'results.json').read_text()) == records
+    (out / 'mqar_medium.png').unlink()
+    assert main(['mqar', '--medium', '--report', '--out', str(out)]) == 0      # trains nothing either
+    assert trained == [] and (out / 'mqar_medium.png').read_bytes()[:8] == PNG
+
+
+def test_report_needs_runs_and_no_shard(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(['mqar', '--medium', '--report', '--out', str(tmp_path / 'empty')])
+    err = capsys.readouterr().err
+    assert 'argument --report' in err and 'holds no runs yet' in err
+    with pytest.raises(SystemExit):
+        main(['mqar', '--medium', '--report', '--shard', '0/2', '--out', str(tmp_path / 'empty')])
+    assert 'drop --shard' in capsys.readouterr().err
 
 
 def test_append_result_keeps_records_another_process_wrote_meanwhile(tmp_path):
