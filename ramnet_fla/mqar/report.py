@@ -156,7 +156,7 @@ def plot_medium(rows: list[dict], path: str, title: str | None = None) -> None:
                     ax.plot([r['active_state'], r['state_size']], [r['accuracy']] * 2, ':', color=color, lw=0.8)
                     ax.plot(r['active_state'], r['accuracy'], marker=marker, mfc='none', color=color, ls='none')
                     ax.annotate(f"M={r['num_slots']:,}", (r['state_size'], r['accuracy']), fontsize=7,
-                                textcoords='offset points', xytext=(4, 4))
+                                textcoords='offset points', xytext=(-4, -10), ha='right')
         ax.plot([], [], marker='o', mfc='none', color='gray', ls='none', label='RAM active state (hollow)')
         ax.set_xscale('log')
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
