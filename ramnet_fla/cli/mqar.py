@@ -9,8 +9,14 @@ the q/k short convolutions it needs (e.g. `attention`) trains without it, and th
 widths 64..256, RAM's M from 4**3 to 4**8 at a fixed parameter count, a learning-rate sweep per
 point). Long: meant for a GPU, and resumable (rerun the same command to continue).
 
+--medium: T=256, vocabulary 8,192, 32 and 64 pairs, RAM over M with and without the prior against
+GLA, DeltaNet and Gated DeltaNet, learning rates and 3 seeds (`ramnet_fla.mqar.experiments`; its
+plan and reductions are printed first). --shard I/N splits --medium or --full over N processes
+sharing one --out; --report draws the table and plots of what is recorded so far.
+
 Writes OUT/results.json (one record per run, see `ramnet_fla.mqar.train.train_mqar`) and
-OUT/mqar.png (accuracy against state size), and prints a table. Bad arguments, an --out that is a
+OUT/mqar.png (accuracy against state size; --medium: mqar_medium.png and mqar_medium_vs_m.png),
+and prints a table. Bad arguments, an --out that is a
 file and a results.json that is not this tool's stop it before any training (status 2); Ctrl-C
 keeps the completed runs (status 130).
 """
@@ -115,18 +121,13 @@ def run(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace, results_path: str) -> int:
     """--report: the table and plots of the runs already in OUT/results.json; trains nothing (e.g.
     while shards of a sweep still run). --medium: per configuration over seeds, as the sweep draws."""
-    from ramnet_fla.mqar.report import (format_seed_table, format_table, plot_accuracy_vs_m, plot_accuracy_vs_state,
-                                        plot_medium, summarize_seeds)
+    from ramnet_fla.mqar.report import format_table, plot_accuracy_vs_state
     from ramnet_fla.mqar.train import best_per_config, load_results
     records = load_results(results_path)
     if not records:
         args.parser.error(f"argument --report: {results_path} holds no runs yet")
     if args.medium:
-        summary = summarize_seeds(records)
-        print(format_seed_table(summary))
-        plot_medium(summary, os.path.join(args.out, 'mqar_medium.png'))
-        plot_accuracy_vs_m(summary, os.path.join(args.out, 'mqar_medium_vs_m.png'))
-        print(f"\n{len(records)} runs in {results_path}\nplots: {args.out}/mqar_medium.png, {args.out}/mqar_medium_vs_m.png")
+        _medium_outputs(records, results_path, args.out)
         return 0
     best = best_per_config(records)
     print(format_table(best))
@@ -146,7 +147,6 @@ def _shard(points: list, share: tuple[int, int] | None) -> list:
 def _run_medium(args: argparse.Namespace, results_path: str) -> int:
     """--medium: `ramnet_fla.mqar.experiments.medium_points`, trained by `run_medium`, plotted by report."""
     from ramnet_fla.mqar.experiments import MEDIUM_LEARNING_RATES, medium_plan, medium_points, run_medium
-    from ramnet_fla.mqar.report import format_table, plot_accuracy_vs_m, plot_medium, summarize_seeds
     points = _shard(medium_points(args.steps) if args.steps else medium_points(), args.shard)
     learning_rates = tuple(args.lr) if args.lr else MEDIUM_LEARNING_RATES
     print(medium_plan(points, learning_rates=learning_rates), flush=True)
@@ -156,12 +156,18 @@ def _run_medium(args: argparse.Namespace, results_path: str) -> int:
 
     records = run_medium(points, results_path, learning_rates=learning_rates, device=args.device or None,
                          progress=not args.no_progress, on_record=log)
-    summary = summarize_seeds(records)
-    print(format_table(summary))
-    plot_medium(summary, os.path.join(args.out, 'mqar_medium.png'))
-    plot_accuracy_vs_m(summary, os.path.join(args.out, 'mqar_medium_vs_m.png'))
-    print(f"\nresults: {results_path}\nplots:   {args.out}/mqar_medium.png, {args.out}/mqar_medium_vs_m.png")
+    _medium_outputs(records, results_path, args.out)
     return 0
+
+
+def _medium_outputs(records: list[dict], results_path: str, out: str) -> None:
+    """The seed table of the records, and the two medium plots in `out`."""
+    from ramnet_fla.mqar.report import format_seed_table, plot_accuracy_vs_m, plot_medium, summarize_seeds
+    summary = summarize_seeds(records)
+    print(format_seed_table(summary))
+    plot_medium(summary, os.path.join(out, 'mqar_medium.png'))
+    plot_accuracy_vs_m(summary, os.path.join(out, 'mqar_medium_vs_m.png'))
+    print(f"\n{len(records)} runs from {results_path}\nplots: {out}/mqar_medium.png, {out}/mqar_medium_vs_m.png")
 
 
 def register(subparsers) -> None:
@@ -170,7 +176,8 @@ def register(subparsers) -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument('--quick', action='store_true', help='ram vs gla vs deltanet, T=64, 16 pairs, width 64 (default)')
     mode.add_argument('--medium', action='store_true',
-                      help='T=256 sweep over M, seeds and lrs, sized for about 3 h of one CPU core (resumable)')
+                      help='T=256 sweep over M, seeds and lrs, sized for about 2 h of two CPU cores '
+                           '(--shard 0/2 and 1/2; resumable)')
     mode.add_argument('--full', action='store_true', help='the full Figure-3-style sweep (long; resumable)')
     parser.add_argument('--seed', type=int_at_least(0), default=0)
     parser.add_argument('--out', default='runs/mqar', help='output folder (default runs/mqar)')
