@@ -176,7 +176,7 @@ def register(subparsers) -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument('--quick', action='store_true', help='ram vs gla vs deltanet, T=64, 16 pairs, width 64 (default)')
     mode.add_argument('--medium', action='store_true',
-                      help='T=256 sweep over M, seeds and lrs, sized for about 1.5 h of two CPU cores '
+                      help='T=256 sweep over M, seeds and lrs, sized for about 2 h of two CPU cores '
                            '(--shard 0/2 and 1/2; resumable)')
     mode.add_argument('--full', action='store_true', help='the full Figure-3-style sweep (long; resumable)')
     parser.add_argument('--seed', type=int_at_least(0), default=0)
