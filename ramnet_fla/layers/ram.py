@@ -126,6 +126,11 @@ class RAMAttention(nn.Module):
         decay_bias_init (float or None): the initial bias of `gamma_proj`, so gamma = softplus(bias)
             for a zero input (larger: a written slot forgets more of its old content). None keeps the
             model's initialisation (fla's: bias 0, gamma = softplus(0) = 0.69). Default: None.
+        value_skip (bool): add a learned per-channel multiple of the token's own value to the read
+            before the output norm, o_t + D * v_t (Mamba's D skip, RWKV's bonus for the current token), so a
+            token's local context (the value convolution's) reaches its output whatever its addresses.
+            D [H*V] starts at 0: at initialisation the layer computes what it computes without it.
+            Default: False.
         norm_eps (float): epsilon of the per-head output RMSNorm. Default: 1e-5.
         layer_idx (int): this layer's index in fla's Cache (needed with `past_key_values`).
         state_format (str): the decoding state kept in the Cache: 'dense' (RAMState, the [M, V] table
@@ -162,6 +167,7 @@ class RAMAttention(nn.Module):
         address_norm: bool = False,
         address_temperature: float = 1.0,
         decay_bias_init: float | None = None,
+        value_skip: bool = False,
     ) -> None:
         super().__init__()
         self.hidden_size = _positive_int('hidden_size', hidden_size)
@@ -237,6 +243,8 @@ class RAMAttention(nn.Module):
                                             or decay_bias_init != decay_bias_init or abs(decay_bias_init) == float('inf')):
             raise ValueError(f"`decay_bias_init` must be None or a finite number, got {decay_bias_init!r}")
         self.decay_bias_init = None if decay_bias_init is None else float(decay_bias_init)
+        if not isinstance(value_skip, bool):
+            raise TypeError(f"`value_skip` must be a bool, got {type(value_skip).__name__}")
 
         H, V = self.num_heads, self.head_dim
         self.logit_dim = self.num_factors * self.factor_dim          # U * d_p per head
@@ -252,6 +260,8 @@ class RAMAttention(nn.Module):
             self.q_conv1d = ShortConvolution(H * self.logit_dim, conv_size, bias=conv_bias, activation='silu')
             self.k_conv1d = ShortConvolution(H * self.logit_dim, conv_size, bias=conv_bias, activation='silu')
             self.v_conv1d = ShortConvolution(H * V, conv_size, bias=conv_bias, activation='silu')
+        # D of `value_skip` ([H*V], a vector so that weight decay leaves it alone, as it does biases)
+        self.value_skip = nn.Parameter(torch.zeros(H * V)) if value_skip else None
         self.o_norm = FusedRMSNormGated(V, eps=self.norm_eps, activation='sigmoid')
         self.o_proj = nn.Linear(H * V, hidden_size, bias=False)
         self._init_address_prior()
@@ -296,6 +306,8 @@ class RAMAttention(nn.Module):
         with torch.no_grad():
             self.read_log_temperature.fill_(math.log(self.address_temperature))
             self.write_log_temperature.fill_(math.log(self.address_temperature))
+            if self.value_skip is not None:
+                self.value_skip.zero_()
         self._init_address_prior()
         self._init_decay_bias()
 
@@ -440,6 +452,8 @@ class RAMAttention(nn.Module):
             state_format=self.state_format if use_cache else None,
         )
         o = o.to(value_dtype)                                                 # [B, T, H, V]
+        if self.value_skip is not None:
+            o = o + v.to(value_dtype) * self.value_skip.view(self.num_heads, self.head_dim).to(value_dtype)
 
         update_layer_cache(
             self,

@@ -1,5 +1,5 @@
 """RAMAttention's address options: tied address projections, the 'shift' convolution init, address
-normalisation, the initial temperature and the decay bias."""
+normalisation, the initial temperature, the decay bias and the value skip."""
 
 from __future__ import annotations
 
@@ -154,6 +154,60 @@ def test_temperature_and_decay_bias_inits_survive_the_model_initialisation():
     assert torch.equal(plain.model.layers[0].attn.gamma_proj.bias, torch.zeros(HEADS))
 
 
+def _norm_inputs(layer, x):
+    """The read o (+ D v) that reaches `layer.o_norm` for input x: [B, T, H, V]."""
+    seen = []
+    handle = layer.o_norm.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    with torch.no_grad():
+        layer(x)
+    handle.remove()
+    return seen[0]
+
+
+def test_value_skip_adds_d_times_the_tokens_own_value_before_the_norm():
+    torch.manual_seed(4)
+    plain = RAMAttention(HIDDEN, num_heads=HEADS, num_factors=2, factor_dim=4, topk=3, use_short_conv=True)
+    skip = RAMAttention(HIDDEN, num_heads=HEADS, num_factors=2, factor_dim=4, topk=3, use_short_conv=True,
+                        value_skip=True)
+    assert torch.equal(skip.value_skip, torch.zeros(HEADS * HIDDEN // HEADS))
+    missing, unexpected = skip.load_state_dict(plain.state_dict(), strict=False)
+    assert missing == ['value_skip'] and not unexpected
+    x = torch.randn(2, 7, HIDDEN)
+    # D = 0: the same layer
+    torch.testing.assert_close(skip(x)[0], plain(x)[0], rtol=0, atol=0)
+    with torch.no_grad():
+        skip.value_skip.copy_(torch.randn(HIDDEN))
+        v, _ = plain.v_conv1d(plain.v_proj(x))
+    d = skip.value_skip.detach().view(HEADS, -1)
+    expected = _norm_inputs(plain, x) + v.view(2, 7, HEADS, -1) * d
+    torch.testing.assert_close(_norm_inputs(skip, x), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_value_skip_decodes_as_its_full_forward_and_survives_the_model_initialisation():
+    torch.manual_seed(5)
+    layer = RAMAttention(HIDDEN, num_heads=HEADS, num_factors=2, factor_dim=4, topk=3, use_short_conv=True,
+                         value_skip=True, layer_idx=0).eval()
+    with torch.no_grad():
+        layer.value_skip.normal_()
+    x = torch.randn(2, 9, HIDDEN)
+    with torch.no_grad():
+        full = layer(x)[0]
+        cache = Cache()
+        steps = [layer(x[:, :3], past_key_values=cache, use_cache=True)[0]]
+        for t in range(3, 9):
+            steps.append(layer(x[:, t:t + 1], past_key_values=cache, use_cache=True)[0])
+    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-5, atol=1e-5)
+    spec = {'name': 'ram', 'num_heads': HEADS, 'value_skip': True}
+    model = RAMNetForCausalLM(RAMNetConfig(vocab_size=64, hidden_size=HIDDEN, num_hidden_layers=1, mixers=[spec]))
+    attn = model.model.layers[0].attn
+    assert torch.equal(attn.value_skip, torch.zeros(HIDDEN))
+    with torch.no_grad():
+        attn.value_skip.fill_(1.0)
+    attn.reset_parameters()
+    assert torch.equal(attn.value_skip, torch.zeros(HIDDEN))
+    assert attn.value_skip.ndim == 1          # a vector: the LM optimiser's weight decay leaves it alone
+
+
 @pytest.mark.parametrize('kwargs, error, match', [
     ({'address_conv_init': 'shift', 'use_short_conv': False}, ValueError, 'use_short_conv'),
     ({'address_conv_init': 'delay', 'use_short_conv': True}, ValueError, 'address_conv_init'),
@@ -165,8 +219,9 @@ def test_temperature_and_decay_bias_inits_survive_the_model_initialisation():
     ({'address_temperature': float('inf')}, ValueError, 'address_temperature'),
     ({'decay_bias_init': float('nan')}, ValueError, 'decay_bias_init'),
     ({'decay_bias_init': '2'}, ValueError, 'decay_bias_init'),
-], ids=['shift-without-conv', 'unknown-init', 'tie-not-bool', 'norm-not-bool', 'temperature-zero', 'temperature-inf', 'self-read-not-bool', 'self-read-and-shift',
-        'decay-nan', 'decay-str'])
+    ({'value_skip': 1}, TypeError, 'value_skip'),
+], ids=['shift-without-conv', 'unknown-init', 'tie-not-bool', 'norm-not-bool', 'self-read-not-bool',
+        'self-read-and-shift', 'temperature-zero', 'temperature-inf', 'decay-nan', 'decay-str', 'skip-not-bool'])
 def test_bad_options_are_clear_errors(kwargs, error, match):
     with pytest.raises(error, match=match):
         RAMAttention(HIDDEN, num_heads=HEADS, **kwargs)
