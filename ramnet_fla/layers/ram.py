@@ -140,8 +140,8 @@ class RAMAttention(nn.Module):
 
     Parameters depend on M only through U*d_p: q_proj, k_proj [H*U*d_p x hidden]; v_proj, g_proj
     [H*V x hidden]; gamma_proj [H x hidden] (+ bias; gamma = softplus); read_log_temperature and
-    write_log_temperature [H] (logits are divided by exp(...), so 0 means unscaled); o_norm [V];
-    o_proj [hidden x H*V].
+    write_log_temperature [H] (logits are divided by exp(...), so 0 means unscaled); value_skip [H*V]
+    (with `value_skip`); o_norm [V]; o_proj [hidden x H*V].
     """
 
     def __init__(

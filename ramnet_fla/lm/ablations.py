@@ -50,7 +50,12 @@ ABLATIONS = {                    # label -> the options changed from BASE_SPEC (
     'self-read init, decay bias +8 (gamma 8.0)': {'self_read_init': True, 'decay_bias_init': 8.0},
     'self-read init, conv size 8': {'self_read_init': True, 'conv_size': 8},
     'self-read init, 2 heads of 128': {'self_read_init': True, 'num_heads': 2},
+    'self-read init, head_dim 32': {'self_read_init': True, 'head_dim': 32},
+    'self-read init, head_dim 128': {'self_read_init': True, 'head_dim': 128},
     'self-read init, value skip': {'self_read_init': True, 'value_skip': True},
+    # a control without addressable memory: 2 slots, both read and written by every token (two running means)
+    'self-read init, M=2 K=2 (no addressable memory)': {'self_read_init': True, 'factor_dim': 2, 'num_factors': 1,
+                                                        'topk': 2},
     'self-read init, d_p=32 U=2 (M=4^5)': {'self_read_init': True, 'factor_dim': 32, 'num_factors': 2},
     'self-read init, d_p=8 U=4 (M=4^6)': {'self_read_init': True, 'factor_dim': 8, 'num_factors': 4},
     'self-read init, output norm eps 1e-10': {'self_read_init': True, 'norm_eps': 1e-10},
