@@ -9,8 +9,12 @@ from dataclasses import replace
 
 import pytest
 
-from ramnet_fla.lm import jobs
+from ramnet_fla.lm import ablations, jobs
 
+# RAMAttention options that the layer keeps as plain attributes under their own names
+SCALAR_OPTIONS = {'num_heads', 'head_dim', 'num_factors', 'factor_dim', 'topk', 'use_short_conv', 'conv_size',
+                  'norm_eps', 'tie_address_projections', 'self_read_init', 'address_conv_init', 'address_norm',
+                  'address_temperature', 'decay_bias_init'}
 FIELDS = ('mixer', 'num_params', 'tokens', 'bits_per_byte', 'recall_hit_loss', 'other_loss', 'copy_loss',
           'tokens_per_second')
 
@@ -68,7 +72,6 @@ def test_sweep_covers_lr_and_short_conv_and_feeds_quick(tiny_recipe, tmp_path, d
 
 
 def test_ablations_train_the_variants_at_equal_size_and_collect_them(tiny_recipe, tmp_path, data_dir, capsys):
-    from ramnet_fla.lm import ablations
     only = ['base', 'K=4', 'address norm, temperature 0.25']
     args = _args(tmp_path / 'abl', data_dir, only=only, lrs=[1e-3, 3e-3])
     assert ablations.run_ablations(args) == 0
@@ -111,3 +114,16 @@ def test_quick_seeds_train_each_model_at_each_seed_and_summarise(tiny_recipe, tm
     assert rows['ram']['vs_best_baseline'] == pytest.approx(rows['ram']['mean'] / rows['gla']['mean'])
     out = capsys.readouterr().out
     assert 'over seeds [0, 3]' in out and '| ram | 0, 3 |' in out
+
+
+@pytest.mark.parametrize('label', list(ablations.ABLATIONS))
+def test_every_ablation_builds_the_ram_layer_it_names(label):
+    """Each row of `--ablations` builds (on meta, at the quick width) a layer with the options it changes."""
+    import torch
+    from ramnet_fla.plugin import build_mixer
+    spec = ablations.ablation_spec(label)
+    with torch.device('meta'):
+        layer = build_mixer(dict(spec), hidden_size=jobs.RECIPE.hidden_size, layer_idx=0)
+    for key in SCALAR_OPTIONS & spec.keys():
+        assert getattr(layer, key) == spec[key], key
+    assert (layer.value_skip is not None) == spec.get('value_skip', False)
