@@ -45,6 +45,7 @@ ABLATIONS = {                    # label -> the options changed from BASE_SPEC (
     'self-read init, M=4^6': {'self_read_init': True, 'num_factors': 6},
     'self-read init, M=4^8': {'self_read_init': True, 'num_factors': 8},
     'self-read init, K=4': {'self_read_init': True, 'topk': 4},
+    'self-read init, K=32': {'self_read_init': True, 'topk': 32},
     'self-read init, temperature 0.5': {'self_read_init': True, 'address_temperature': 0.5},
     'self-read init, decay bias -2 (gamma 0.13)': {'self_read_init': True, 'decay_bias_init': -2.0},
     'self-read init, decay bias +8 (gamma 8.0)': {'self_read_init': True, 'decay_bias_init': 8.0},
