@@ -57,6 +57,12 @@ def _autocast_off(x: torch.Tensor):
     return contextlib.nullcontext()
 
 
+def _bool(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` must be a bool, got {type(value).__name__}")
+    return value
+
+
 def _positive_int(name: str, value, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"`{name}` must be an int, got {type(value).__name__} ({value!r})")
@@ -192,9 +198,7 @@ class RAMAttention(nn.Module):
         if mode not in MODES:
             raise ValueError(f"`mode` must be one of {MODES}, got {mode!r}")
         self.mode = mode
-        if not isinstance(use_short_conv, bool):
-            raise TypeError(f"`use_short_conv` must be a bool, got {type(use_short_conv).__name__}")
-        self.use_short_conv = use_short_conv
+        self.use_short_conv = _bool('use_short_conv', use_short_conv)
         self.conv_size = _positive_int('conv_size', conv_size, minimum=2) if use_short_conv else conv_size
         self.conv_bias = conv_bias
         if not isinstance(norm_eps, (int, float)) or isinstance(norm_eps, bool) or not norm_eps > 0:
@@ -204,9 +208,7 @@ class RAMAttention(nn.Module):
             _positive_int('layer_idx', layer_idx, minimum=0)
         self.layer_idx = layer_idx
         self.cape = resolve_cape_heads(cape_heads, num_heads)
-        if not isinstance(tie_address_projections, bool):
-            raise TypeError(f"`tie_address_projections` must be a bool, got {type(tie_address_projections).__name__}")
-        self.tie_address_projections = tie_address_projections
+        self.tie_address_projections = _bool('tie_address_projections', tie_address_projections)
         if address_conv_init not in ADDRESS_CONV_INITS:
             raise ValueError(f"`address_conv_init` must be one of {ADDRESS_CONV_INITS}, got {address_conv_init!r}")
         if address_conv_init is not None and not use_short_conv:
@@ -223,18 +225,13 @@ class RAMAttention(nn.Module):
         if self_read_init and use_short_conv:
             address_conv_init = 'identity'
         self.address_conv_init = address_conv_init
-        if not isinstance(float32_address_projections, bool):
-            raise TypeError("`float32_address_projections` must be a bool, "
-                            f"got {type(float32_address_projections).__name__}")
-        self.float32_address_projections = float32_address_projections
+        self.float32_address_projections = _bool('float32_address_projections', float32_address_projections)
         if state_format not in STATE_FORMATS:
             raise ValueError(f"`state_format` must be one of {STATE_FORMATS}, got {state_format!r}")
         if state_format == 'auto':
             state_format = 'sparse' if self.num_slots >= SPARSE_FROM_SLOTS else 'dense'
         self.state_format = state_format
-        if not isinstance(address_norm, bool):
-            raise TypeError(f"`address_norm` must be a bool, got {type(address_norm).__name__}")
-        self.address_norm = address_norm
+        self.address_norm = _bool('address_norm', address_norm)
         if isinstance(address_temperature, bool) or not isinstance(address_temperature, (int, float)) \
                 or not 0 < address_temperature < float('inf'):
             raise ValueError(f"`address_temperature` must be a positive finite number, got {address_temperature!r}")
@@ -243,8 +240,7 @@ class RAMAttention(nn.Module):
                                             or decay_bias_init != decay_bias_init or abs(decay_bias_init) == float('inf')):
             raise ValueError(f"`decay_bias_init` must be None or a finite number, got {decay_bias_init!r}")
         self.decay_bias_init = None if decay_bias_init is None else float(decay_bias_init)
-        if not isinstance(value_skip, bool):
-            raise TypeError(f"`value_skip` must be a bool, got {type(value_skip).__name__}")
+        _bool('value_skip', value_skip)
 
         H, V = self.num_heads, self.head_dim
         self.logit_dim = self.num_factors * self.factor_dim          # U * d_p per head

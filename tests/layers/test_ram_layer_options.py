@@ -169,7 +169,7 @@ def test_value_skip_adds_d_times_the_tokens_own_value_before_the_norm():
     plain = RAMAttention(HIDDEN, num_heads=HEADS, num_factors=2, factor_dim=4, topk=3, use_short_conv=True)
     skip = RAMAttention(HIDDEN, num_heads=HEADS, num_factors=2, factor_dim=4, topk=3, use_short_conv=True,
                         value_skip=True)
-    assert torch.equal(skip.value_skip, torch.zeros(HEADS * HIDDEN // HEADS))
+    assert torch.equal(skip.value_skip, torch.zeros(HIDDEN))
     missing, unexpected = skip.load_state_dict(plain.state_dict(), strict=False)
     assert missing == ['value_skip'] and not unexpected
     x = torch.randn(2, 7, HIDDEN)
