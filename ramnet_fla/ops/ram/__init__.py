@@ -3,8 +3,8 @@
 Layout, as in fla's op folders: `naive.py` (the readable reference), `address.py`, `chunk.py` and
 `fused_recurrent.py` (thin public ops: check, shared prologue in `common.py`, backend, state),
 `state.py` (RAMState), `sparse_state.py` and `tiered_state.py` (SparseRAMState, TieredRAMState: states
-for large M at inference) with the ops over them in `slot_store.py`, `checks.py` and `cape.py`
-(argument checks, CAPE), and `backends/torch/` and `backends/triton/` with the implementations.
+for large M at inference, their key -> row indexes in `slot_index.py`) with the ops over them in
+`slot_store.py`, `checks.py` and `cape.py` (argument checks, CAPE), and `backends/torch/` and `backends/triton/` with the implementations.
 """
 
 from ramnet_fla.ops.ram.address import ram_address

@@ -10,14 +10,12 @@ Layout, chosen to fit PyTorch (vectorised ops only, no Python loop per slot, any
   so decoding updates them in place. The slab grows geometrically (factor `growth`, 1.125 by
   default: still amortised O(1) copies per row, but at most 12.5% unused capacity, which keeps the
   bytes within 1.25x of the payload; doubling would allow 2x).
-- index: sorted keys with the row id of each (a main pair of arrays) plus a small sorted buffer
-  of recently created slots, LSM-style. A lookup is two `searchsorted` calls, O(log n) per key; a
-  new slot goes into the buffer (a merge of two sorted arrays, O(buffer)); a full buffer is merged
-  into the main arrays (O(n)). With the buffer's capacity about sqrt(256 n), both costs stay
-  small per decoding step. Only the index moves during merges (16 bytes per slot), never the rows
-  (4 (V+1) bytes per slot). On CPU the index work (lookups, merges, new keys) runs in NumPy on the
-  tensors' memory: a decoding step handles a few dozen keys, where PyTorch's dispatch per
-  operation (several microseconds) would exceed the work; the row ids are the same.
+- index: slot key -> row id (`slot_index.py`): on CPU a hash table in NumPy (one cache line per
+  lookup, a few entries written per insert), elsewhere sorted arrays with a small buffer of recent
+  inserts (`searchsorted` lookups). Only the index moves when it grows, never the rows; both give
+  the same row ids. On CPU the new keys of a step are also found and deduplicated in NumPy: a
+  decoding step handles a few hundred keys, where PyTorch's dispatch per operation (several
+  microseconds) would exceed the work.
 
 The ops (`chunk_ram`, `fused_recurrent_ram`, see `slot_store.py`) read and write it through
 `locate` / `table` (decoding) and `read_rows` / `write_rows` (bulk, prefill). It carries no
@@ -31,65 +29,9 @@ import math
 import numpy as np
 import torch
 
+from ramnet_fla.ops.ram.slot_index import HashSlotIndex, numpy_on, slot_index_for, slot_index_from_sorted
 from ramnet_fla.ops.ram.state import RAMState
 from ramnet_fla.utils.checks import check_int
-
-
-# CPU index work in NumPy (see `merge_sorted`, `SparseRAMState.locate`); False runs the PyTorch code
-# of other devices everywhere (the tests compare both)
-NUMPY_ON_CPU = True
-
-
-def _is_cpu(*tensors: torch.Tensor) -> bool:
-    return NUMPY_ON_CPU and all(t.device.type == 'cpu' for t in tensors)
-
-
-def merge_sorted(keys_a: torch.Tensor, ids_a: torch.Tensor, keys_b: torch.Tensor, ids_b: torch.Tensor):
-    """Merge two sorted key arrays with disjoint keys (and their ids) in O(len a + len b).
-
-    On CPU in NumPy, on the tensors' memory: a decoding step merges a few keys into the buffer,
-    where PyTorch's dispatch per operation would cost more than the work."""
-    if keys_b.numel() == 0:
-        return keys_a, ids_a
-    if keys_a.numel() == 0:
-        return keys_b, ids_b
-    if _is_cpu(keys_a, ids_a, keys_b, ids_b):
-        a, b = keys_a.numpy(), keys_b.numpy()
-        at_b = np.searchsorted(a, b)
-        at_b += np.arange(b.size)
-        keep_a = np.ones(a.size + b.size, dtype=bool)
-        keep_a[at_b] = False
-        keys, ids = np.empty(keep_a.size, dtype=a.dtype), np.empty(keep_a.size, dtype=ids_a.numpy().dtype)
-        keys[at_b], ids[at_b] = b, ids_b.numpy()
-        keys[keep_a], ids[keep_a] = a, ids_a.numpy()
-        return torch.from_numpy(keys), torch.from_numpy(ids)
-    at_b = torch.searchsorted(keys_a, keys_b) + torch.arange(keys_b.numel(), device=keys_b.device)
-    keep_a = torch.ones(keys_a.numel() + keys_b.numel(), dtype=torch.bool, device=keys_a.device)
-    keep_a[at_b] = False
-    keys = torch.empty(keep_a.numel(), dtype=keys_a.dtype, device=keys_a.device)
-    ids = torch.empty(keep_a.numel(), dtype=ids_a.dtype, device=ids_a.device)
-    keys[at_b], ids[at_b] = keys_b, ids_b
-    keys[keep_a], ids[keep_a] = keys_a, ids_a
-    return keys, ids
-
-
-def _lookup_sorted_numpy(sorted_keys: np.ndarray, sorted_ids: np.ndarray, keys: np.ndarray, missing: np.ndarray):
-    if sorted_keys.size == 0:
-        return missing
-    at = np.searchsorted(sorted_keys, keys)
-    np.minimum(at, sorted_keys.size - 1, out=at)
-    return np.where(sorted_keys[at] == keys, sorted_ids[at], missing)
-
-
-def lookup_sorted(sorted_keys: torch.Tensor, sorted_ids: torch.Tensor, keys: torch.Tensor, missing: torch.Tensor):
-    """The ids of `keys` [n] in a sorted key array, `missing` [n] where a key is not there."""
-    if sorted_keys.numel() == 0:
-        return missing
-    if _is_cpu(sorted_keys, sorted_ids, keys, missing):
-        return torch.from_numpy(_lookup_sorted_numpy(sorted_keys.numpy(), sorted_ids.numpy(), keys.numpy(),
-                                                     missing.numpy()))
-    at = torch.searchsorted(sorted_keys, keys).clamp_(max=sorted_keys.numel() - 1)
-    return torch.where(sorted_keys[at] == keys, sorted_ids[at], missing)
 
 
 class SparseRAMState:
@@ -120,8 +62,7 @@ class SparseRAMState:
         self.growth = float(growth)
         self._rows = torch.zeros(check_int('capacity', capacity, minimum=0), value_dim + 1, device=device, dtype=dtype)
         self._size = 0
-        empty = torch.empty(0, dtype=torch.long, device=device)
-        self._keys, self._ids, self._buffer_keys, self._buffer_ids = empty, empty, empty, empty
+        self._index = slot_index_for(device)                                # slot key -> row id
         if position is None:
             position = torch.zeros(num_sequences, dtype=torch.long, device=device)
         if not isinstance(position, torch.Tensor) or tuple(position.shape) != (num_sequences,):
@@ -157,8 +98,7 @@ class SparseRAMState:
 
     def nbytes(self) -> int:
         """Bytes held: the slab (capacity x (V+1)), the index (keys and row ids) and the positions."""
-        index = sum(t.numel() * t.element_size() for t in (self._keys, self._ids, self._buffer_keys, self._buffer_ids))
-        return self._rows.numel() * self._rows.element_size() + index + self.position.numel() * 8
+        return self._rows.numel() * self._rows.element_size() + self._index.nbytes() + self.position.numel() * 8
 
     def dense_nbytes(self) -> int:
         """Bytes the dense RAMState of the same sizes and dtype would hold."""
@@ -177,14 +117,6 @@ class SparseRAMState:
         `locate(..., create=True)`, so read it after locating."""
         return self._rows
 
-    def _buffer_capacity(self) -> int:
-        return max(4096, math.isqrt(256 * self._keys.numel()))
-
-    def _lookup(self, keys: torch.Tensor) -> torch.Tensor:
-        ids = torch.full_like(keys, -1)
-        ids = lookup_sorted(self._keys, self._ids, keys, ids)
-        return lookup_sorted(self._buffer_keys, self._buffer_ids, keys, ids)
-
     def _reserve(self, rows: int) -> None:
         capacity = self._rows.shape[0]
         if rows <= capacity:
@@ -199,11 +131,8 @@ class SparseRAMState:
         start = self._size
         self._reserve(start + new_keys.numel())
         new_ids = torch.arange(start, start + new_keys.numel(), device=self.device)
+        self._index.insert(new_keys, new_ids)
         self._size += new_keys.numel()
-        self._buffer_keys, self._buffer_ids = merge_sorted(self._buffer_keys, self._buffer_ids, new_keys, new_ids)
-        if self._buffer_keys.numel() > self._buffer_capacity():
-            self._keys, self._ids = merge_sorted(self._keys, self._ids, self._buffer_keys, self._buffer_ids)
-            self._buffer_keys = self._buffer_ids = self._keys.new_empty(0)
         return new_ids
 
     def check_keys(self, keys: torch.Tensor) -> None:
@@ -217,9 +146,9 @@ class SparseRAMState:
         """Row ids in `table` of slot keys (any shape, int64); -1 for slots not stored, unless
         `create`, which first gives each of them a zero row."""
         flat = keys.reshape(-1)
-        if _is_cpu(flat):
+        if isinstance(self._index, HashSlotIndex) and numpy_on(flat):
             return self._locate_cpu(flat, create).view(keys.shape)
-        ids = self._lookup(flat)
+        ids = self._index.lookup(flat)
         if create:
             missing = ids < 0
             if bool(missing.any()):
@@ -231,9 +160,7 @@ class SparseRAMState:
         """`locate` on CPU in NumPy (the same ids): a decoding step locates a few keys, where each
         PyTorch operation's dispatch would cost more than its work."""
         keys = flat.numpy()
-        ids = np.full(keys.shape, -1, dtype=np.int64)
-        ids = _lookup_sorted_numpy(self._keys.numpy(), self._ids.numpy(), keys, ids)
-        ids = _lookup_sorted_numpy(self._buffer_keys.numpy(), self._buffer_ids.numpy(), keys, ids)
+        ids = self._index.lookup_numpy(keys)
         if create:
             missing = ids < 0
             if missing.any():
@@ -254,7 +181,7 @@ class SparseRAMState:
 
     def entries(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Every stored slot in key order: (keys [n] int64, memory [n, V], mass [n])."""
-        keys, ids = merge_sorted(self._keys, self._ids, self._buffer_keys, self._buffer_ids)
+        keys, ids = self._index.items()
         rows = self._rows[ids]
         return keys, rows[:, :-1], rows[:, -1]
 
@@ -267,7 +194,7 @@ class SparseRAMState:
                     position=position)
         state._rows = rows.contiguous()
         state._size = rows.shape[0]
-        state._keys, state._ids = keys, torch.arange(rows.shape[0], device=rows.device)
+        state._index = slot_index_from_sorted(keys, torch.arange(rows.shape[0], device=rows.device))
         return state
 
     @classmethod
@@ -298,11 +225,14 @@ class SparseRAMState:
         return RAMState(memory, mass, self.position.clone())
 
     def clone(self) -> SparseRAMState:
-        """A copy sharing no storage, rows compacted to exactly `num_touched`."""
+        """A copy sharing no storage, rows compacted to exactly `num_touched` (same row ids)."""
         N, H, M, V = self.shape
-        keys, memory_rows, mass_rows = self.entries()
-        return SparseRAMState.from_rows(N, H, M, V, keys, torch.cat([memory_rows, mass_rows[:, None]], dim=1),
-                                        self.position.clone())
+        copy = SparseRAMState(N, H, M, V, device=self.device, dtype=self.dtype, position=self.position.clone(),
+                              growth=self.growth)
+        copy._rows = self._rows[:self._size].clone()
+        copy._size = self._size
+        copy._index = self._index.copy()
+        return copy
 
     def to(self, dtype: torch.dtype) -> SparseRAMState:
         """A copy in another dtype (float32 or float64)."""

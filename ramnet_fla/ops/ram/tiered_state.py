@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from ramnet_fla.ops.ram.sparse_state import lookup_sorted, merge_sorted
+from ramnet_fla.ops.ram.slot_index import lookup_sorted, merge_sorted
 from ramnet_fla.ops.ram.state import RAMState
 from ramnet_fla.utils.checks import check_int
 
