@@ -16,7 +16,7 @@ bitwise equal). --quick: M up to 4^8, T = 1,024, D = 32, B = 1. Default: M 4^5 .
 D = 256, B = 1 and 8.
 --model adds issue 11's model check: a 4-layer, hidden-256 RAMNetForCausalLM at M = 4^12 (its 'auto'
 state format, i.e. sparse) prefills 8,192 tokens and decodes 16 in a fresh subprocess, whose peak RSS
-is recorded.
+is recorded: once with glibc's default malloc settings, once with a fixed mmap threshold (ALLOCATORS).
 
 Without --json it prints a markdown table; with --json, one JSON list of records (M, format, batch,
 state_bytes, touched_slots, ms_per_token, prefill_s, hit_rate, ...).
@@ -187,14 +187,22 @@ print(json.dumps(dict(
 """
 
 
-def run_model(threads: int) -> dict:
-    """Issue 11's model check in a fresh process (its own peak RSS)."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get('PYTHONPATH', '')]))
+# glibc raises its mmap threshold (up to 32 MiB) each time a large block is freed, after which
+# blocks up to that size come from the heap, where freed space that other live blocks pin stays in
+# the process's RSS. A fixed threshold (a documented glibc tunable) keeps large blocks mmapped.
+ALLOCATORS = {'glibc default': {}, 'MALLOC_MMAP_THRESHOLD_=131072': {'MALLOC_MMAP_THRESHOLD_': '131072'}}
+
+
+def run_model(threads: int, allocator: str = 'glibc default') -> dict:
+    """Issue 11's model check in a fresh process (its own peak RSS), with one of ALLOCATORS' settings."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get('PYTHONPATH', '')]),
+               **ALLOCATORS[allocator])
     result = subprocess.run([sys.executable, '-c', MODEL_SCRIPT, str(threads)], capture_output=True, text=True,
                             env=env, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"model check failed:\n{result.stderr[-3000:]}")
-    return dict(json.loads(result.stdout.strip().splitlines()[-1]), format='sparse', batch=1, M=FACTOR_DIM ** 12)
+    return dict(json.loads(result.stdout.strip().splitlines()[-1]), format='sparse', batch=1, M=FACTOR_DIM ** 12,
+                allocator=allocator)
 
 
 def summary(records: list[dict]) -> list[str]:
@@ -224,7 +232,8 @@ def summary(records: list[dict]) -> list[str]:
                          " (target <= 1.25 + fixed)")
     for r in records:
         if 'model' in r:
-            lines.append(f"model ({r['model']}): peak RSS {r['peak_rss_bytes'] / 2 ** 20:.0f} MiB after "
+            lines.append(f"model ({r['model']}, {r.get('allocator', 'glibc default')}): peak RSS "
+                         f"{r['peak_rss_bytes'] / 2 ** 20:.0f} MiB after "
                          f"{r['prefill_tokens']} + {r['decoded']} tokens (target <= 1 GB = 954 MiB), "
                          f"{r['rss_before_bytes'] / 2 ** 20:.0f} MiB of it before the first token (imports and "
                          f"weights); {r['ms_per_token']:.1f} ms per decoded token; state "
@@ -268,7 +277,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(dir=args.tier_dir) as tier_dir:
         records = run_all(factors, batches, sizes['prefill'], sizes['decode'], tier_dir, args.tier_limit_gb * 2 ** 30, log)
     if args.model:
-        records.append(run_model(args.threads))
+        records.extend(run_model(args.threads, allocator) for allocator in ALLOCATORS)
     if args.json:
         print(json.dumps(records))
     else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -21,7 +22,7 @@ from einops import rearrange
 from fla.layers.utils import get_layer_cache, repad_hidden_states, unpad_hidden_states, update_layer_cache
 
 from ramnet_fla.fla_cpu.modules import FusedRMSNormGated, ShortConvolution
-from ramnet_fla.ops.ram import RAMState, SparseRAMState, chunk_ram, fused_recurrent_ram, ram_address
+from ramnet_fla.ops.ram import RAMState, SparseRAMState, TieredRAMState, chunk_ram, fused_recurrent_ram, ram_address
 from ramnet_fla.ops.ram.cape import cape_shift, resolve_cape_heads
 from ramnet_fla.utils.checks import check_attention_mask
 from ramnet_fla.utils.compile import reject_under_compile
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from fla.models.cache_utils import Cache
 
 MODES = ('chunk', 'fused_recurrent')
-STATE_FORMATS = ('auto', 'dense', 'sparse')
+STATE_FORMATS = ('auto', 'dense', 'sparse', 'tiered')
 # 'auto' keeps only the written slots from M = 4**8 slots per head on: a dense table of 65,536 slots
 # of 65 floats is 17 MB per head and sequence, while 8,192 tokens with K = 8 write at most 65,536.
 SPARSE_FROM_SLOTS = 4 ** 8
@@ -140,9 +141,16 @@ class RAMAttention(nn.Module):
         norm_eps (float): epsilon of the per-head output RMSNorm. Default: 1e-5.
         layer_idx (int): this layer's index in fla's Cache (needed with `past_key_values`).
         state_format (str): the decoding state kept in the Cache: 'dense' (RAMState, the [M, V] table
-            per head), 'sparse' (SparseRAMState, only the slots ever written; inference-only, no
-            beam reordering through fla's Cache) or 'auto' (sparse from M >= 4**8 slots on).
-            Default: 'auto'.
+            per head), 'sparse' (SparseRAMState, only the slots ever written), 'tiered'
+            (TieredRAMState: the full table in host memory or in a file of `tiered_dir`, an LRU cache
+            of `tiered_cache_slots` hot rows on the device) or 'auto' (sparse from M >= 4**8 slots
+            on). Sparse and tiered states are inference-only and cannot be beam-reordered through
+            fla's Cache. Default: 'auto'.
+        tiered_cache_slots (int): hot rows of a tiered state, per layer (at least one step's
+            N*H*2K). Default: 65,536 (17 MB at V=64).
+        tiered_dir (str or None): directory for the tiered states' table files (sparse files of
+            N*H*M*(V+1)*4 bytes, one per layer and cache, deleted with the cache); None keeps the
+            table in host memory (pinned on CUDA), which then holds all of it. Default: None.
 
     Parameters depend on M only through U*d_p: q_proj, k_proj [H*U*d_p x hidden]; v_proj, g_proj
     [H*V x hidden]; gamma_proj [H x hidden] (+ bias; gamma = softplus); read_log_temperature and
@@ -174,6 +182,8 @@ class RAMAttention(nn.Module):
         address_temperature: float = 1.0,
         decay_bias_init: float | None = None,
         value_skip: bool = False,
+        tiered_cache_slots: int = 65536,
+        tiered_dir: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
         self.hidden_size = _positive_int('hidden_size', hidden_size)
@@ -231,6 +241,10 @@ class RAMAttention(nn.Module):
         if state_format == 'auto':
             state_format = 'sparse' if self.num_slots >= SPARSE_FROM_SLOTS else 'dense'
         self.state_format = state_format
+        self.tiered_cache_slots = _positive_int('tiered_cache_slots', tiered_cache_slots)
+        if tiered_dir is not None and not (isinstance(tiered_dir, (str, os.PathLike)) and os.path.isdir(tiered_dir)):
+            raise ValueError(f"`tiered_dir` must be None or an existing directory, got {tiered_dir!r}")
+        self.tiered_dir = None if tiered_dir is None else os.fspath(tiered_dir)
         self.address_norm = _bool('address_norm', address_norm)
         if isinstance(address_temperature, bool) or not isinstance(address_temperature, (int, float)) \
                 or not 0 < address_temperature < float('inf'):
@@ -330,10 +344,19 @@ class RAMAttention(nn.Module):
             for conv in (self.q_conv1d, self.k_conv1d):
                 conv._is_hf_initialized = True
 
+    def _new_tiered_state(self, num_sequences: int, device: torch.device) -> TieredRAMState:
+        """An empty tiered state for a new cache: its table in a temporary file of `tiered_dir`
+        (deleted with the state), or in host memory."""
+        sizes = (num_sequences, self.num_heads, self.num_slots, self.head_dim, self.tiered_cache_slots)
+        if self.tiered_dir is None:
+            return TieredRAMState.create(*sizes, device=device)
+        return TieredRAMState.create_temporary(*sizes, device=device, directory=self.tiered_dir)
+
     def extra_repr(self) -> str:
         return (f"heads={self.num_heads}, head_dim={self.head_dim}, slots={self.factor_dim}**{self.num_factors}"
                 f"={self.num_slots}, topk={self.topk}, cape_heads={[h for h, c in enumerate(self.cape) if c]}, "
                 f"mode={self.mode!r}, state_format={self.state_format!r}"
+                + (f", tiered_cache_slots={self.tiered_cache_slots}" if self.state_format == 'tiered' else "")
                 + (", address_norm=True" if self.address_norm else "")
                 + (f", address_temperature={self.address_temperature:g}" if self.address_temperature != 1 else ""))
 
@@ -434,8 +457,11 @@ class RAMAttention(nn.Module):
         recurrent_state = None
         if last_state is not None and last_state.get('recurrent_state') is not None:
             recurrent_state = last_state['recurrent_state']
-            if not isinstance(recurrent_state, SparseRAMState):
+            if not isinstance(recurrent_state, (SparseRAMState, TieredRAMState)):
                 recurrent_state = RAMState(*recurrent_state)                  # cache maps may give a plain tuple
+        elif use_cache and self.state_format == 'tiered':
+            recurrent_state = self._new_tiered_state(batch_size if cu_seqlens is None else cu_seqlens.numel() - 1,
+                                                     q.device)
         ram = chunk_ram if mode == 'chunk' else fused_recurrent_ram
         o, recurrent_state = ram(
             q, k, v, gamma,

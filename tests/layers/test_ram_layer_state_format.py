@@ -1,6 +1,8 @@
-"""RAMAttention / RAMNetForCausalLM with `state_format`: the sparse decoding state equals the dense one."""
+"""RAMAttention / RAMNetForCausalLM with `state_format`: the sparse and tiered decoding states equal the dense one."""
 
 from __future__ import annotations
+
+import gc
 
 import pytest
 import torch
@@ -8,7 +10,7 @@ from fla.models.utils import Cache
 
 from ramnet_fla import RAMNetConfig, RAMNetForCausalLM
 from ramnet_fla.layers import RAMAttention
-from ramnet_fla.ops.ram import RAMState, SparseRAMState
+from ramnet_fla.ops.ram import RAMState, SparseRAMState, TieredRAMState
 from tests.layers.test_ram_layer import HIDDEN, make_layer
 
 
@@ -46,6 +48,49 @@ def test_sparse_layer_decoding_with_left_padding_equals_dense(use_short_conv):
     torch.testing.assert_close(as_dense.mass, expected.mass, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize('in_file', [False, True], ids=['host-memory', 'file'])
+def test_tiered_layer_decoding_with_left_padding_equals_dense(in_file, tmp_path):
+    # a hot cache of one step's worth of rows (3 sequences x 2 heads x 2K): every step evicts
+    B, prompt, new = 3, 8, 6
+    options = dict(seed=5, use_short_conv=True, cape_heads=[0])
+    dense = make_layer(**options, state_format='dense').eval()
+    tiered = make_layer(**options, state_format='tiered', tiered_cache_slots=B * 2 * 2 * 3,
+                        tiered_dir=tmp_path if in_file else None).eval()
+    tiered.load_state_dict(dense.state_dict())
+    x = torch.randn(B, prompt + new, HIDDEN)
+    mask = torch.ones(B, prompt + new, dtype=torch.long)
+    mask[1, :3] = 0
+    mask[2, :5] = 0
+    dense_out, dense_cache = decode(dense, x, mask, prompt)
+    tiered_out, tiered_cache = decode(tiered, x, mask, prompt)
+    real = mask.bool()
+    torch.testing.assert_close(tiered_out[real], dense_out[real], rtol=1e-6, atol=1e-6)
+    state = tiered_cache[0]['recurrent_state']
+    assert isinstance(state, TieredRAMState) and state.evictions > 0
+    assert (state.path is not None) == in_file
+    assert state.position.tolist() == [prompt + new, prompt + new - 3, prompt + new - 5]
+    as_dense, expected = state.to_dense(), dense_cache[0]['recurrent_state']
+    torch.testing.assert_close(as_dense.memory, expected.memory, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(as_dense.mass, expected.mass, rtol=1e-6, atol=1e-6)
+    if in_file:                                          # the cache's table file goes with the cache
+        assert len(list(tmp_path.iterdir())) == 1
+        del state, tiered_cache
+        gc.collect()
+        assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_tiered_options_are_rejected(tmp_path):
+    with pytest.raises(ValueError, match='tiered_cache_slots'):
+        make_layer(state_format='tiered', tiered_cache_slots=0)
+    with pytest.raises(TypeError, match='tiered_cache_slots'):
+        make_layer(state_format='tiered', tiered_cache_slots=2.5)
+    with pytest.raises(ValueError, match='tiered_dir'):
+        make_layer(state_format='tiered', tiered_dir=tmp_path / 'missing')
+    layer = make_layer(state_format='tiered', tiered_cache_slots=2).eval()      # fewer rows than one step
+    with torch.no_grad(), pytest.raises(ValueError, match='cache_slots'):
+        decode(layer, torch.randn(1, 4, HIDDEN), torch.ones(1, 4, dtype=torch.long), 2)
+
+
 def test_sparse_layer_packed_prefill_then_batched_decoding_equals_dense():
     dense = make_layer(seed=6, state_format='dense').eval()
     sparse = make_layer(seed=6, state_format='sparse').eval()
@@ -72,7 +117,7 @@ def test_auto_state_format_is_chosen_by_the_number_of_slots():
     assert RAMAttention(hidden_size=32, num_heads=2, num_factors=8, factor_dim=4,
                         state_format='dense').state_format == 'dense'
     with pytest.raises(ValueError, match='state_format'):
-        RAMAttention(hidden_size=32, num_heads=2, state_format='tiered')
+        RAMAttention(hidden_size=32, num_heads=2, state_format='paged')
 
 
 def test_training_forward_is_unaffected_and_a_sparse_cache_with_gradients_is_refused():
@@ -85,10 +130,10 @@ def test_training_forward_is_unaffected_and_a_sparse_cache_with_gradients_is_ref
         layer(x, past_key_values=Cache(), use_cache=True)
 
 
-def make_model(state_format: str, num_factors: int = 4, seed: int = 0) -> RAMNetForCausalLM:
+def make_model(state_format: str, num_factors: int = 4, seed: int = 0, **options) -> RAMNetForCausalLM:
     torch.manual_seed(seed)
     ram = {'name': 'ram', 'num_heads': 2, 'num_factors': num_factors, 'factor_dim': 4, 'topk': 4,
-           'use_short_conv': True, 'state_format': state_format}
+           'use_short_conv': True, 'state_format': state_format, **options}
     config = RAMNetConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, hidden_ratio=2, pad_token_id=0,
                           bos_token_id=1, eos_token_id=2, mixers=[ram])
     model = RAMNetForCausalLM(config)
@@ -118,6 +163,26 @@ def test_generate_with_a_sparse_state_gives_the_dense_models_tokens(num_factors)
     with torch.no_grad():
         cache = sparse(input_ids=prompts, attention_mask=mask, use_cache=True).past_key_values
     assert all(isinstance(cache[i]['recurrent_state'], SparseRAMState) for i in range(2))
+
+
+def test_generate_with_a_tiered_state_in_files_gives_the_dense_models_tokens(tmp_path):
+    dense = make_model('dense')
+    tiered = make_model('tiered', tiered_cache_slots=64, tiered_dir=str(tmp_path))   # config keys of the mixer
+    tiered.load_state_dict(dense.state_dict())
+    prompts = torch.randint(3, 64, (2, 7))
+    prompts[1, :3] = 0                                   # left padding
+    kwargs = dict(attention_mask=(prompts != 0).long(), max_new_tokens=8, do_sample=False, pad_token_id=0,
+                  eos_token_id=None)
+    with torch.no_grad():
+        expected = dense.generate(input_ids=prompts, **kwargs)
+        out = tiered.generate(input_ids=prompts, **kwargs)
+        cache = tiered(input_ids=prompts, attention_mask=kwargs['attention_mask'], use_cache=True).past_key_values
+    assert torch.equal(out, expected)
+    assert all(isinstance(cache[i]['recurrent_state'], TieredRAMState) for i in range(2))
+    assert len(list(tmp_path.iterdir())) == 2
+    del cache
+    gc.collect()
+    assert list(tmp_path.iterdir()) == []                # each layer's table file went with its cache
 
 
 def test_beam_reordering_of_a_sparse_cache_is_a_clear_error():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 import torch
 
@@ -81,6 +83,21 @@ def test_write_back_persists_in_the_file_and_reopens(tmp_path):
     copy = reopened.to_dense()
     assert torch.equal(copy.memory, dense.memory) and torch.equal(copy.mass, dense.mass)
     decode_both(reopened, dense, steps=3, seed=82)
+
+
+def test_a_temporary_table_file_is_deleted_with_its_state(tmp_path):
+    state = TieredRAMState.create_temporary(2, 2, 4 ** 4, 3, cache_slots=16, directory=tmp_path)
+    path = state.path
+    assert path.parent == tmp_path and path.stat().st_size == 2 * 2 * 4 ** 4 * 4 * 4
+    q, k, v, gamma = make_inputs(2, 3, 2, 4, 4, 3, seed=9)
+    with torch.no_grad():
+        fused_recurrent_ram(q, k, v, gamma, 4, 2, initial_state=state, output_final_state=True)
+    assert state.misses > 0
+    del state
+    gc.collect()
+    assert not path.exists()
+    with pytest.raises(FileNotFoundError):
+        TieredRAMState.create_temporary(1, 1, 16, 2, cache_slots=4, directory=tmp_path / 'missing')
 
 
 def test_from_dense_and_bytes():

@@ -19,7 +19,10 @@ The ops use it in place: `chunk_ram` and `fused_recurrent_ram` both advance it a
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
+import weakref
 from pathlib import Path
 
 import torch
@@ -27,6 +30,11 @@ import torch
 from ramnet_fla.ops.ram.slot_index import lookup_sorted, merge_sorted
 from ramnet_fla.ops.ram.state import RAMState
 from ramnet_fla.utils.checks import check_int
+
+
+def _remove_quietly(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
 
 
 def _table_numel(num_sequences: int, num_heads: int, num_slots: int, value_dim: int) -> int:
@@ -87,6 +95,24 @@ class TieredRAMState:
                 handle.truncate(numel * 4)
             cold = torch.from_file(str(path), shared=True, size=numel, dtype=torch.float32)
         return cls(cold, num_sequences, num_heads, num_slots, value_dim, cache_slots, device, path=path)
+
+    @classmethod
+    def create_temporary(cls, num_sequences: int, num_heads: int, num_slots: int, value_dim: int, cache_slots: int,
+                         device: torch.device | str | None = None,
+                         directory: str | os.PathLike | None = None) -> TieredRAMState:
+        """`create` with a new, uniquely named table file in `directory` (the system's temporary
+        directory if None), deleted when the state is garbage-collected (or at interpreter exit):
+        the cold tier of a decoding cache that nobody reopens."""
+        handle, name = tempfile.mkstemp(prefix='ramnet-tiered-', suffix='.f32', dir=directory)
+        os.close(handle)
+        try:
+            state = cls.create(num_sequences, num_heads, num_slots, value_dim, cache_slots, device=device,
+                               path=name, overwrite=True)
+        except BaseException:
+            os.remove(name)
+            raise
+        weakref.finalize(state, _remove_quietly, name)
+        return state
 
     @classmethod
     def open(cls, path: str | os.PathLike, num_sequences: int, num_heads: int, num_slots: int, value_dim: int,
