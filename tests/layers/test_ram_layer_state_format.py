@@ -26,55 +26,38 @@ def decode(layer, x, mask, prompt):
     return torch.cat(steps, 1), cache
 
 
-@pytest.mark.parametrize('use_short_conv', [False, True], ids=['noconv', 'conv'])
-def test_sparse_layer_decoding_with_left_padding_equals_dense(use_short_conv):
-    dense = make_layer(seed=5, use_short_conv=use_short_conv, cape_heads=[0], state_format='dense').eval()
-    sparse = make_layer(seed=5, use_short_conv=use_short_conv, cape_heads=[0], state_format='sparse').eval()
-    sparse.load_state_dict(dense.state_dict())
+@pytest.mark.parametrize('state_format, use_short_conv, tiered_dir', [
+    ('sparse', False, None), ('sparse', True, None), ('tiered', True, None), ('tiered', True, 'tmp')],
+    ids=['sparse-noconv', 'sparse-conv', 'tiered-host-memory', 'tiered-file'])
+def test_layer_decoding_with_left_padding_equals_dense(state_format, use_short_conv, tiered_dir, tmp_path):
+    # tiered: a hot cache of one step's worth of rows (3 sequences x 2 heads x 2K), so every step evicts
     B, prompt, new = 3, 8, 6
-    x = torch.randn(B, prompt + new, HIDDEN)
-    mask = torch.ones(B, prompt + new, dtype=torch.long)
-    mask[1, :3] = 0
-    mask[2, :5] = 0
-    dense_out, dense_cache = decode(dense, x, mask, prompt)
-    sparse_out, sparse_cache = decode(sparse, x, mask, prompt)
-    real = mask.bool()
-    torch.testing.assert_close(sparse_out[real], dense_out[real], rtol=1e-6, atol=1e-6)
-    state = sparse_cache[0]['recurrent_state']
-    assert isinstance(state, SparseRAMState) and isinstance(dense_cache[0]['recurrent_state'], RAMState)
-    assert state.position.tolist() == [prompt + new, prompt + new - 3, prompt + new - 5]
-    as_dense, expected = state.to_dense(), dense_cache[0]['recurrent_state']
-    torch.testing.assert_close(as_dense.memory, expected.memory, rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(as_dense.mass, expected.mass, rtol=1e-6, atol=1e-6)
-
-
-@pytest.mark.parametrize('in_file', [False, True], ids=['host-memory', 'file'])
-def test_tiered_layer_decoding_with_left_padding_equals_dense(in_file, tmp_path):
-    # a hot cache of one step's worth of rows (3 sequences x 2 heads x 2K): every step evicts
-    B, prompt, new = 3, 8, 6
-    options = dict(seed=5, use_short_conv=True, cape_heads=[0])
+    options = dict(seed=5, use_short_conv=use_short_conv, cape_heads=[0])
     dense = make_layer(**options, state_format='dense').eval()
-    tiered = make_layer(**options, state_format='tiered', tiered_cache_slots=B * 2 * 2 * 3,
-                        tiered_dir=tmp_path if in_file else None).eval()
-    tiered.load_state_dict(dense.state_dict())
+    extra = dict(tiered_cache_slots=B * 2 * 2 * 3, tiered_dir=tmp_path if tiered_dir else None) \
+        if state_format == 'tiered' else {}
+    other = make_layer(**options, state_format=state_format, **extra).eval()
+    other.load_state_dict(dense.state_dict())
     x = torch.randn(B, prompt + new, HIDDEN)
     mask = torch.ones(B, prompt + new, dtype=torch.long)
     mask[1, :3] = 0
     mask[2, :5] = 0
     dense_out, dense_cache = decode(dense, x, mask, prompt)
-    tiered_out, tiered_cache = decode(tiered, x, mask, prompt)
+    other_out, other_cache = decode(other, x, mask, prompt)
     real = mask.bool()
-    torch.testing.assert_close(tiered_out[real], dense_out[real], rtol=1e-6, atol=1e-6)
-    state = tiered_cache[0]['recurrent_state']
-    assert isinstance(state, TieredRAMState) and state.evictions > 0
-    assert (state.path is not None) == in_file
+    torch.testing.assert_close(other_out[real], dense_out[real], rtol=1e-6, atol=1e-6)
+    state = other_cache[0]['recurrent_state']
+    assert isinstance(state, SparseRAMState if state_format == 'sparse' else TieredRAMState)
+    assert isinstance(dense_cache[0]['recurrent_state'], RAMState)
     assert state.position.tolist() == [prompt + new, prompt + new - 3, prompt + new - 5]
     as_dense, expected = state.to_dense(), dense_cache[0]['recurrent_state']
     torch.testing.assert_close(as_dense.memory, expected.memory, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(as_dense.mass, expected.mass, rtol=1e-6, atol=1e-6)
-    if in_file:                                          # the cache's table file goes with the cache
+    if state_format == 'tiered':
+        assert state.evictions > 0 and (state.path is not None) == bool(tiered_dir)
+    if tiered_dir:                                       # the cache's table file goes with the cache
         assert len(list(tmp_path.iterdir())) == 1
-        del state, tiered_cache
+        del state, other_cache
         gc.collect()
         assert list(tmp_path.iterdir()) == []
 
@@ -185,8 +168,10 @@ def test_generate_with_a_tiered_state_in_files_gives_the_dense_models_tokens(tmp
     assert list(tmp_path.iterdir()) == []                # each layer's table file went with its cache
 
 
-def test_beam_reordering_of_a_sparse_cache_is_a_clear_error():
-    model = make_model('sparse')
-    with torch.no_grad(), pytest.raises(NotImplementedError, match='SparseRAMState'):
+@pytest.mark.parametrize('state_format', ['sparse', 'tiered'])
+def test_beam_reordering_of_a_sparse_or_tiered_cache_is_a_clear_error(state_format):
+    model = make_model(state_format, tiered_cache_slots=64)
+    name = {'sparse': 'SparseRAMState', 'tiered': 'TieredRAMState'}[state_format]
+    with torch.no_grad(), pytest.raises(NotImplementedError, match=name):
         model.generate(input_ids=torch.randint(3, 64, (1, 5)), max_new_tokens=3, num_beams=2, do_sample=False,
                        pad_token_id=0, eos_token_id=None)
